@@ -1,0 +1,51 @@
+# callpulse: the two commands are `make demo` and `make test`; everything else is set-up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DURATION ?=
+SYSTEM_PACKAGES := clickhouse-server prometheus prometheus-alertmanager
+
+.PHONY: demo test test-data lint bench system-deps venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "callpulse needs Python 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+# Real services for the tests: Debian's ClickHouse, Prometheus and Alertmanager.
+system-deps:
+	@missing=""; \
+	command -v clickhouse-server >/dev/null || [ -x /usr/sbin/clickhouse-server ] || missing="$$missing clickhouse-server"; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: venv system-deps lint
+	$(BIN)/python -m pytest
+
+# Tests on third-party data in ../shared/data (present in CI).
+test-data: venv
+	$(BIN)/python -m pytest -m shared_data
+
+demo: venv
+	$(BIN)/callpulse demo $(if $(DURATION),--duration $(DURATION),)
+
+bench: venv
+	$(BIN)/python benchmarks/bench_kpi_engine.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

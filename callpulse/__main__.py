@@ -1,0 +1,3 @@
+from callpulse.cli import main
+
+main()

@@ -1,0 +1,249 @@
+"""The one command line: ``callpulse <command>``. Settings come from ``CALLPULSE_*``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from callpulse.config import Settings
+
+
+@click.group()
+def main() -> None:
+    """callpulse: real-time contact-center KPIs and early warnings."""
+
+
+# -- contracts ----------------------------------------------------------------------------------
+@main.group()
+def schema() -> None:
+    """Event contracts."""
+
+
+@schema.command("export")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def schema_export(directory: Path) -> None:
+    """Write JSON Schema for every event and record model to DIRECTORY."""
+    from schemas.export import export_schemas
+
+    for path in export_schemas(directory):
+        click.echo(str(path))
+
+
+@main.command()
+@click.option(
+    "--topic",
+    "family",
+    type=click.Choice(["calls", "tickets", "surveys", "agents"]),
+    default=None,
+    help="the topic the file is for (default: recognised per line)",
+)
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def validate(family: str | None, path: Path) -> None:
+    """Check a JSONL file of events against the contract; exit 1 if any line is invalid."""
+    from callpulse.jsonl import read_jsonl
+
+    good = bad = 0
+    for line in read_jsonl(path, family):
+        if line.reason is None:
+            good += 1
+        else:
+            bad += 1
+            click.echo(f"{path}:{line.number}: {line.reason.value}: {line.error}")
+    click.echo(f"{good} valid, {bad} invalid", err=True)
+    sys.exit(1 if bad else 0)
+
+
+# -- kafka --------------------------------------------------------------------------------------
+@main.command()
+@click.option("--port", type=int, default=None, help="default: CALLPULSE_EMBEDDED_BROKER_PORT")
+def broker(port: int | None) -> None:
+    """Run the embedded Kafka-protocol broker (Tansu, memory storage) in the foreground."""
+    from callpulse.embedded import EmbeddedBroker
+
+    settings = Settings()
+    b = EmbeddedBroker(port or settings.embedded_broker_port).start()
+    click.echo(f"embedded broker on {b.bootstrap} (Ctrl-C stops it; data is in memory)")
+    try:
+        assert b.proc is not None
+        b.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        b.stop()
+
+
+@main.command()
+def topics() -> None:
+    """Create callpulse's topics (idempotent)."""
+    from streams.kafka import ensure_topics
+
+    for name, n in asyncio.run(ensure_topics(Settings())).items():
+        click.echo(f"{name}\t{n} partitions")
+
+
+@main.command()
+@click.option("--loglevel", default="info")
+def worker(loglevel: str) -> None:
+    """Run a stream worker (join more for scale-out: same CALLPULSE_APP_ID)."""
+    import faust
+
+    from sinks.metrics import WorkerMetrics
+    from streams.app import create_app
+    from streams.kafka import ensure_topics
+
+    settings = Settings()
+    asyncio.run(ensure_topics(settings))
+    metrics = WorkerMetrics()
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port)
+    app, _ = create_app(settings, metrics)
+    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--envelope", type=int, default=1, show_default=True, help="events per Kafka record")
+@click.option(
+    "--watermark-after",
+    type=float,
+    default=None,
+    help="finally send a watermark this many seconds after the last event time",
+)
+def produce(path: Path, envelope: int, watermark_after: float | None) -> None:
+    """Produce a JSONL file of events to the input topics, keyed by entity id."""
+    from callpulse.jsonl import read_jsonl
+    from streams.kafka import EventProducer, ensure_topics
+
+    settings = Settings()
+    lines = list(read_jsonl(path))
+    bad = [ln for ln in lines if ln.reason is not None]
+    for ln in bad:
+        click.echo(f"{path}:{ln.number}: {ln.reason.value}: {ln.error}", err=True)  # type: ignore[union-attr]
+    events = [(ln.family, ln.event) for ln in lines if ln.event is not None]
+
+    async def run() -> None:
+        await ensure_topics(settings)
+        async with EventProducer(settings) as producer:
+            await producer.send_events(events, envelope)  # type: ignore[arg-type]
+            if watermark_after is not None and events:
+                await producer.send_watermarks(max(e.ts.timestamp() for _, e in events) + watermark_after)
+
+    asyncio.run(run())
+    click.echo(f"produced {len(events)} events, {len(bad)} invalid lines not produced", err=True)
+
+
+# -- KPIs ---------------------------------------------------------------------------------------
+@main.group()
+def kpis() -> None:
+    """KPI tools."""
+
+
+@kpis.command("recompute")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "table"]), default="jsonl")
+@click.option(
+    "--watermark-after",
+    type=float,
+    default=None,
+    help="close windows as if a watermark followed the last event by this many seconds",
+)
+@click.option("--dimension", default=None, help="only this dimension (all, queue, channel, business_type, agent)")
+def kpis_recompute(path: Path, fmt: str, watermark_after: float | None, dimension: str | None) -> None:
+    """Recompute every final KPI window from a JSONL file, in arrival order (the batch reference)."""
+    from callpulse.jsonl import read_jsonl
+    from streams.reference import FAMILIES, Arrival, arrivals_from_events, recompute
+    from streams.sources import EngineParams
+
+    s = Settings()
+    arrivals: list[Arrival] = []
+    events = []
+    for ln in read_jsonl(path):
+        if ln.watermark is not None:
+            arrivals.extend(arrivals_from_events(events, s.partitions))
+            events = []
+            arrivals.extend(Arrival(f, p, watermark=ln.watermark) for f in FAMILIES for p in range(s.partitions))
+        elif ln.event is not None:
+            events.append((ln.family, ln.event))
+    final = None
+    if watermark_after is not None and (events or arrivals):
+        last = [a.event.ts.timestamp() for a in arrivals if a.event] + [e.ts.timestamp() for _, e in events]
+        final = max(last) + watermark_after
+    arrivals.extend(arrivals_from_events(events, s.partitions, final))
+    records, counts = recompute(
+        arrivals,
+        EngineParams.from_settings(s),
+        s.partitions,
+        tuple(s.window_sizes_s),
+        s.sl_default_variant,
+        s.repeat_horizon_s,
+        s.repeat_complaint_horizon_s,
+    )
+    records = [r for r in records if dimension is None or r.dimension == dimension]
+    if fmt == "jsonl":
+        for r in records:
+            click.echo(r.model_dump_json())
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(
+            "window", "size", "dimension", "offered", "answered", "abandoned", "SL", "ASA s", "AHT s", "CSAT", "backlog"
+        )
+
+        def f(v: float | None, pct: bool = False) -> str:
+            return "-" if v is None else (f"{100 * v:.1f}%" if pct else f"{v:.1f}")
+
+        for r in records:
+            table.add_row(
+                r.window_start.strftime("%Y-%m-%d %H:%M"),
+                str(r.window_size_s),
+                f"{r.dimension}={r.dimension_value}" if r.dimension_value else r.dimension,
+                str(r.offered),
+                str(r.answered),
+                str(r.abandoned),
+                f(r.service_level, True),
+                f(r.asa_seconds),
+                f(r.aht_seconds),
+                f(r.csat_mean),
+                str(r.backlog),
+            )
+        Console().print(table)
+    click.echo(json.dumps(counts), err=True)
+
+
+# -- data -----------------------------------------------------------------------------------------
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--hours", type=float, default=12.0, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--start", default="2026-11-02T07:00:00+00:00", show_default=True)
+def simulate(out: Path, hours: float, seed: int, start: str) -> None:
+    """Simulate a contact center and write its events as JSONL (sorted by event time)."""
+    from datetime import datetime, timedelta
+
+    from callpulse.jsonl import write_jsonl
+    from callpulse.simulator import SimConfig
+    from callpulse.simulator import simulate as run
+
+    t0 = time.perf_counter()
+    events = run(SimConfig(start=datetime.fromisoformat(start), duration=timedelta(hours=hours), seed=seed))
+    write_jsonl(out, events)
+    click.echo(f"{len(events)} events -> {out} ({time.perf_counter() - t0:.1f}s)", err=True)
+
+
+@main.command()
+@click.option("--duration", type=float, default=None, help="stop after this many seconds")
+def demo(duration: float | None) -> None:
+    """Embedded broker + worker + simulator (see README)."""
+    from callpulse.demo import run_demo
+
+    sys.exit(run_demo(Settings(), duration))
+
+
+if __name__ == "__main__":
+    main()

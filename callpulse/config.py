@@ -1,0 +1,126 @@
+"""The one configuration object. Every setting is an env var ``CALLPULSE_<NAME>``.
+
+Nested settings use a double underscore: ``CALLPULSE_TOPICS__CALLS=acme.calls``.
+Defaults give the embedded setup (Tansu broker, chdb under ``./var``).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SlVariant = Literal[
+    "answered",
+    "answered_abandoned",
+    "answered_abandoned_no_short",
+    "abandons_ignored",
+    "abandons_negative",
+    "abandons_positive",
+    "left_queue",
+]
+
+
+class Topics(BaseModel):
+    """The one place for topic names."""
+
+    calls: str = "cc.calls"
+    tickets: str = "cc.tickets"
+    surveys: str = "cc.surveys"
+    agents: str = "cc.agents"
+    kpis: str = "cc.kpis"
+    warnings: str = "cc.warnings"
+    dlq: str = "cc.dlq"
+    partials: str = "cc.kpi-partials"
+
+    def inputs(self) -> dict[str, str]:
+        """Input family -> topic name, in a fixed order."""
+        return {"calls": self.calls, "tickets": self.tickets, "surveys": self.surveys, "agents": self.agents}
+
+    def family_of(self, topic: str) -> str:
+        for family, name in self.inputs().items():
+            if name == topic:
+                return family
+        raise KeyError(f"{topic!r} is not an input topic")
+
+
+class Settings(BaseSettings):
+    """Everything callpulse reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="CALLPULSE_", env_nested_delimiter="__", extra="ignore")
+
+    # Kafka
+    kafka_bootstrap: str | None = Field(
+        default=None, description="host:port list; empty = start the embedded Tansu broker"
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    embedded_broker_port: int = 19092
+    topics: Topics = Topics()
+    partitions: int = Field(default=4, ge=1, description="partitions of every input topic (co-partitioned)")
+    replication_factor: int = 1
+    app_id: str = "callpulse"
+    session_timeout_s: float = 10.0
+    batch_max: int = Field(default=2000, ge=1, description="records per processing batch")
+    batch_within_s: float = 0.5
+
+    # ClickHouse
+    clickhouse_dsn: str | None = Field(default=None, description="clickhouse://...; empty = embedded chdb")
+    data_dir: Path = Path("var")
+
+    # Prometheus
+    metrics_port: int = 9464
+
+    # Windows and time
+    window_sizes_s: list[int] = [60, 900, 3600]
+    grace_s: int = Field(default=120, ge=0, description="allowed lateness in event time")
+    idle_timeout_s: float = Field(default=30.0, gt=0, description="wall seconds before an idle source advances")
+    max_future_skew_s: int = Field(default=900, description="events further in the future are rejected")
+
+    # KPI parameters
+    sl_thresholds_s: list[int] = [20, 30]
+    sl_default_variant: SlVariant = "answered_abandoned_no_short"
+    short_abandon_s: float = 5.0
+    repeat_horizon_s: int = 86_400
+    repeat_complaint_horizon_s: int = 7 * 86_400
+    orphan_timeout_s: int = 7_200
+    facts_retention_s: int = 86_400
+    sketch_relative_accuracy: float = 0.01
+
+    # Personal data
+    pii_key: SecretStr = SecretStr("callpulse-dev-key-change-me")
+
+    @field_validator("window_sizes_s")
+    @classmethod
+    def _sizes_nest(cls, v: list[int]) -> list[int]:
+        v = sorted(set(v))
+        if not v or v[0] <= 0:
+            raise ValueError("window sizes must be positive")
+        if any(s % v[0] for s in v):
+            raise ValueError("every window size must be a multiple of the smallest (the base window)")
+        if any(86_400 % s and s % 86_400 for s in v):
+            raise ValueError("window sizes must divide a day (or be whole days)")
+        return v
+
+    @model_validator(mode="after")
+    def _orphan_after_grace(self) -> Settings:
+        if self.orphan_timeout_s <= self.grace_s + self.window_sizes_s[0]:
+            raise ValueError("orphan_timeout_s must exceed grace_s + the base window")
+        if self.facts_retention_s < self.grace_s + 2 * self.window_sizes_s[0]:
+            raise ValueError("facts_retention_s must cover grace_s + two base windows (the dedup horizon)")
+        return self
+
+    @cached_property
+    def base_window_s(self) -> int:
+        return self.window_sizes_s[0]
+
+    def kafka_url(self) -> str:
+        return f"kafka://{self.bootstrap()}"
+
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.embedded_broker_port}"

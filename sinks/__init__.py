@@ -1,0 +1,1 @@
+"""Where callpulse's results go: Prometheus metrics, ClickHouse, dead letters."""

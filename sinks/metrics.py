@@ -1,0 +1,41 @@
+"""Prometheus metrics of the worker, on a registry of its own (not the global default).
+
+Names follow Prometheus conventions: ``callpulse_`` prefix, base units, counters end in
+``_total``. Labels are bounded: topic, outcome, reason; never an agent or a customer.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "callpulse_events_total",
+            "Input events by topic and outcome (accepted, duplicate, late, invalid, replayed)",
+            ["topic", "outcome"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "callpulse_dead_letters_total",
+            "Records sent to the dead-letter topic, by reason",
+            ["topic", "reason"],
+            registry=r,
+        )
+        self.records = Counter("callpulse_input_records_total", "Kafka records read", ["topic"], registry=r)
+        self.batch_seconds = Histogram(
+            "callpulse_batch_duration_seconds",
+            "Time to process and persist one input batch",
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.kpi_records = Counter("callpulse_kpi_records_total", "Final KPI records emitted", ["window"], registry=r)
+        self.stream_time = Gauge(
+            "callpulse_stream_time_seconds", "Lowest stream time over the sources this worker owns", registry=r
+        )
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        start_http_server(port, addr=addr, registry=self.registry)

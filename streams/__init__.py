@@ -1,0 +1,1 @@
+"""The stream processing: pure KPI engine modules and the Faust application at the edge."""

@@ -1,0 +1,274 @@
+"""The Faust application: agents, tables and the order in which results are made durable.
+
+Agents
+  * ``ingest_<family>``: one per input topic. Takes batches of raw records
+    (``take_events``), decodes them in bulk (``schemas.codec``), dead-letters what is bad,
+    and feeds the KPI engine (stage 1, ``streams.engine``).
+  * ``merge``: consumes stage-1 partial windows (one partition) and emits final records to
+    ``cc.kpis`` (stage 2, ``streams.merge``).
+  * a 1 s timer: the idle heartbeat (silence closes windows) and assignment changes.
+
+State lives in plain changelog-backed tables written per batch (``Table.send_changelog`` with
+an explicit partition: one write per changed key per batch, not per event). Faust's windowed
+tables and ``on_window_close`` are not used: they close on wall-clock time and forget windows
+restored after a rebalance (faust-streaming #250, #385, #118).
+
+Order per batch (at-least-once; see ``streams/sources.py`` for why it is crash-safe):
+dead letters + partial messages -> flush -> window entries -> flush -> entity facts -> flush ->
+source metas -> flush -> acks (offsets are committed only after all of it is in Kafka).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+import orjson
+
+from callpulse.config import Settings
+from schemas.codec import EventDecoder, parse_watermark
+from schemas.events import EventBase
+from schemas.records import DeadLetter, DeadLetterReason
+from sinks.metrics import WorkerMetrics
+from streams.engine import KpiEngine, State
+from streams.merge import MergeParams, WindowMerger
+from streams.pipeline import expected_sources, final_record
+from streams.sources import EngineParams
+
+log = logging.getLogger("callpulse.worker")
+
+#: (source message, original bytes, index in envelope, reason, error text)
+Letter = tuple[Any, bytes, int | None, DeadLetterReason, str]
+
+
+def faust_settings(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker": settings.kafka_url(),
+        "store": "memory://",
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "consumer_auto_offset_reset": "earliest",
+        "broker_session_timeout": settings.session_timeout_s,
+        "broker_heartbeat_interval": max(1.0, settings.session_timeout_s / 5),
+        "producer_acks": -1,
+        "table_standby_replicas": 0,
+        "web_enabled": False,
+        "autodiscover": False,
+        "stream_buffer_maxsize": max(4096, 4 * settings.batch_max),
+        "broker_max_poll_records": max(500, settings.batch_max),
+        "producer_max_request_size": 16 << 20,
+        "consumer_max_fetch_size": 16 << 20,
+    }
+
+
+class KpiWorker:
+    """Glue between Faust and the pure engine; one per worker process."""
+
+    def __init__(self, settings: Settings, app: faust.App, metrics: WorkerMetrics) -> None:
+        self.settings = settings
+        self.app = app
+        self.metrics = metrics
+        inputs = settings.topics.inputs()
+        self.input_topics = set(inputs.values())
+        self.engine = KpiEngine(EngineParams.from_settings(settings), inputs)
+        self.thresholds = tuple(settings.sl_thresholds_s)
+        self.merger = self._new_merger()
+        self.decoders = {topic: EventDecoder(family, settings.max_future_skew_s) for family, topic in inputs.items()}
+        self.lock = asyncio.Lock()
+        self.restored: set[int] = set()
+        self.merger_loaded = False
+
+        raw = {"key_serializer": "raw", "value_serializer": "raw"}
+        self.input_channels = {f: app.topic(t, partitions=settings.partitions, **raw) for f, t in inputs.items()}
+        self.partials = app.topic(settings.topics.partials, partitions=1, **raw)
+        self.kpis = app.topic(settings.topics.kpis, partitions=settings.partitions, **raw)
+        self.dlq = app.topic(settings.topics.dlq, partitions=settings.partitions, **raw)
+        json_schema = faust.Schema(key_serializer="json", value_serializer="json")
+        self.state = app.Table("callpulse-state", partitions=settings.partitions, schema=json_schema)
+        self.merge_state = app.Table("callpulse-merge", partitions=1, schema=json_schema)
+
+    def _new_merger(self) -> WindowMerger:
+        s = self.settings
+        params = MergeParams(
+            base=s.base_window_s,
+            sizes=tuple(s.window_sizes_s),
+            thresholds=self.thresholds,
+            repeat_horizon=s.repeat_horizon_s,
+            complaint_horizon=s.repeat_complaint_horizon_s,
+        )
+        return WindowMerger(params, expected_sources(s.topics.inputs(), s.partitions))
+
+    # -- assignment ----------------------------------------------------------------------------
+    def _recovered(self) -> bool:
+        recovery = getattr(self.app.tables, "recovery", None)
+        return recovery is None or recovery.completed.is_set()
+
+    def _sync_assignment(self, now: float) -> None:
+        """Drop revoked partitions; restore newly assigned ones from the table."""
+        assigned = self.app.consumer.assignment()
+        parts = {tp.partition for tp in assigned if tp.topic in self.input_topics}
+        for p in self.restored - parts:
+            self.engine.drop_partition(p)
+            self.restored.discard(p)
+        if not any(tp.topic == self.settings.topics.partials for tp in assigned):
+            self.merger_loaded = False
+        if self._recovered():
+            for p in sorted(parts - self.restored):
+                self._restore(p, now)
+
+    def _restore(self, partition: int, now: float) -> None:
+        n = self.engine.restore(partition, list(self.state.data.items()), now)
+        self.restored.add(partition)
+        log.info("partition %d: restored %d state entries", partition, n)
+
+    # -- stage 1 -------------------------------------------------------------------------------
+    async def process_batch(self, events: Sequence[faust.types.EventT]) -> None:
+        async with self.lock:
+            started = time.perf_counter()
+            now = time.time()
+            dead: list[Letter] = []
+            for ev in events:
+                msg = ev.message
+                topic, p, offset = msg.topic, msg.partition, msg.offset
+                if p not in self.restored:
+                    self._restore(p, now)
+                self.metrics.records.labels(topic).inc()
+                src = self.engine.source(topic, p)
+                if offset <= src.upto:
+                    self.metrics.events.labels(topic, "replayed").inc()
+                    continue
+                wm = parse_watermark(msg.headers)
+                if wm is not None:
+                    self.engine.watermark(topic, p, offset, wm, now)
+                    continue
+                good, bad = self.decoders[topic].decode(msg.value, now)
+                for b in bad:
+                    dead.append((msg, b.raw, b.index, b.reason, b.error))
+                out = self.engine.record(topic, p, offset, good, now)
+                m = self.metrics.events
+                m.labels(topic, "accepted").inc(out.accepted)
+                if out.duplicates:
+                    m.labels(topic, "duplicate").inc(out.duplicates)
+                if bad:
+                    m.labels(topic, "invalid").inc(len(bad))
+                if out.late:
+                    m.labels(topic, "late").inc(len(out.late))
+                    dead.extend(self._late_letters(msg, out.late))
+            self.engine.settle()
+            await self._persist(dead, now)
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    def _late_letters(self, msg: Any, late: list[EventBase]) -> list[Letter]:
+        """Dead letters for late events, with their original bytes (an envelope's item)."""
+        grace = self.settings.grace_s
+        out = []
+        raw = msg.value or b""
+        items: list[Any] | None = orjson.loads(raw) if raw.lstrip()[:1] == b"[" else None
+        for e in late:
+            why = f"event time {e.ts.isoformat()} is beyond the {grace}s grace of its window"
+            if items is None:
+                out.append((msg, raw, None, DeadLetterReason.late, why))
+                continue
+            idx = next(i for i, it in enumerate(items) if isinstance(it, dict) and it.get("event_id") == e.event_id)
+            out.append((msg, orjson.dumps(items[idx]), idx, DeadLetterReason.late, why))
+        return out
+
+    async def _persist(self, dead: list[Letter], now: float) -> None:
+        from datetime import UTC, datetime
+
+        at = datetime.fromtimestamp(now, UTC)
+        for msg, raw, index, reason, error in dead:
+            letter = DeadLetter(
+                source_topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+                index=index,
+                reason=reason,
+                error=error,
+                dead_lettered_at=at,
+            )
+            await self.dlq.send(key=msg.key, value=raw, headers=letter.headers(), force=True)
+            self.metrics.dead_letters.labels(msg.topic, reason.value).inc()
+        drained = self.engine.drain()
+        for m in drained.messages:
+            await self.partials.send(key=m["source"].encode(), value=orjson.dumps(m), force=True)
+        await self.app.producer.flush()
+        for entries in (drained.windows, drained.facts, drained.metas):
+            if entries:
+                self._write(self.state, entries)
+                await self.app.producer.flush()
+        times = [s.st for s in self.engine.sources() if s.st is not None]
+        if times:
+            self.metrics.stream_time.set(min(times))
+
+    @staticmethod
+    def _write(table: Any, entries: dict[tuple[int, str], State]) -> None:
+        for (partition, key), value in entries.items():
+            if value is None:
+                table.data.pop(key, None)
+                table.send_changelog(partition, key, None, value_serializer="raw")
+            else:
+                table.data[key] = value
+                table.send_changelog(partition, key, value)
+
+    async def heartbeat(self) -> None:
+        async with self.lock:
+            now = time.time()
+            self._sync_assignment(now)
+            self.engine.tick(now)
+            await self._persist([], now)
+
+    # -- stage 2 -------------------------------------------------------------------------------
+    async def merge_batch(self, events: Sequence[faust.types.EventT]) -> None:
+        async with self.lock:
+            if not self.merger_loaded:
+                self.merger = self._new_merger()
+                self.merger.load_state(list(self.merge_state.data.items()))
+                self.merger_loaded = True
+            for ev in events:
+                self.merger.on_message(orjson.loads(ev.message.value))
+            finals = self.merger.finalize()
+            variant = self.settings.sl_default_variant
+            for fw in finals:
+                rec = final_record(fw, self.thresholds, variant)
+                await self.kpis.send(key=rec.key().encode(), value=rec.model_dump_json().encode(), force=True)
+                self.metrics.kpi_records.labels(str(fw.size)).inc()
+            await self.app.producer.flush()
+            if self.merger.s.next_window is not None:
+                self.merger.prune_history(self.merger.s.next_window)
+            state = self.merger.drain_state()
+            meta = state.pop("meta")
+            self._write(self.merge_state, {(0, k): v for k, v in state.items()})
+            await self.app.producer.flush()
+            self._write(self.merge_state, {(0, "meta"): meta})
+            await self.app.producer.flush()
+
+
+def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> tuple[faust.App, KpiWorker]:
+    app = faust.App(settings.app_id, **faust_settings(settings))
+    worker = KpiWorker(settings, app, metrics or WorkerMetrics())
+
+    def ingest_agent(channel: Any) -> Any:
+        async def ingest(stream: faust.StreamT) -> None:
+            async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+                await worker.process_batch(batch)
+
+        return ingest
+
+    for family, channel in worker.input_channels.items():
+        app.agent(channel, name=f"callpulse.ingest_{family}")(ingest_agent(channel))
+
+    @app.agent(worker.partials, name="callpulse.merge")
+    async def merge(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(1000, within=0.5):
+            await worker.merge_batch(batch)
+
+    @app.timer(1.0)
+    async def heartbeat() -> None:
+        await worker.heartbeat()
+
+    return app, worker

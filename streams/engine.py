@@ -1,0 +1,160 @@
+"""Stage 1 container: the sources a worker owns, and how their state maps to table entries.
+
+``KpiEngine`` is pure: the Faust agent (``streams/app.py``) feeds it records, asks it to
+``drain`` what a batch produced, and writes that to Kafka in the order the crash-safety
+argument in ``streams/sources.py`` needs: messages, windows, facts, meta.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.events import EventBase
+from streams.sources import SOURCE_TYPES, EngineParams, OpenWindow, Outcome, Source
+
+State = dict[str, Any] | None
+
+
+@dataclass
+class Drained:
+    """Everything one batch produced, in the order it must be made durable."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    windows: dict[tuple[int, str], State] = field(default_factory=dict)  # (partition, key) -> value
+    facts: dict[tuple[int, str], State] = field(default_factory=dict)
+    metas: dict[tuple[int, str], State] = field(default_factory=dict)
+
+
+def state_key(source: Source, kind: str, name: str | int = "") -> str:
+    return f"{source.topic}|{source.partition}|{kind}|{name}"
+
+
+class KpiEngine:
+    """The stage-1 sources of one worker, grouped by partition number (a *shard*): faust assigns
+    the same partition number of every input topic to the same worker (co-partitioning)."""
+
+    def __init__(self, params: EngineParams, topics: Mapping[str, str]) -> None:
+        self.params = params
+        self.topics = dict(topics)  # family -> topic
+        self.family_of = {t: f for f, t in self.topics.items()}
+        self.shards: dict[int, dict[str, Source]] = {}
+
+    def source(self, topic: str, partition: int) -> Source:
+        shard = self.shards.get(partition)
+        if shard is None:
+            # All four sources of a shard exist together: they read each other (survey join).
+            shard = self.shards[partition] = {}
+            for family, name in self.topics.items():
+                shard[family] = SOURCE_TYPES[family](name, partition, self.params, shard)
+        return shard[self.family_of[topic]]
+
+    def ensure_shard(self, partition: int, now: float) -> None:
+        for topic in self.topics.values():
+            src = self.source(topic, partition)
+            if src.assigned_at is None:
+                src.assigned_at = now
+
+    def sources(self) -> Iterable[Source]:
+        for shard in self.shards.values():
+            yield from shard.values()
+
+    def record(
+        self, topic: str, partition: int, offset: int, events: list[EventBase], now: float | None = None
+    ) -> Outcome:
+        return self.source(topic, partition).record(offset, events, now)
+
+    def watermark(self, topic: str, partition: int, offset: int, ts: float, now: float | None = None) -> None:
+        self.source(topic, partition).watermark(offset, ts, now)
+
+    def tick(self, now: float) -> None:
+        """Heartbeat for idle sources; call about once a second."""
+        known = [s.st for s in self.sources() if s.st is not None]
+        floor = min(known) if known else None
+        for src in self.sources():
+            src.tick(now, floor)
+        self.settle()
+
+    def settle(self) -> None:
+        for src in self.sources():
+            src.settle()
+
+    def drop_partition(self, partition: int) -> None:
+        """Forget a revoked partition (its state lives on in the changelog)."""
+        self.shards.pop(partition, None)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def drain(self) -> Drained:
+        out = Drained()
+        for src in self.sources():
+            p, u = src.partition, src.cur
+            out.messages.extend(src.messages)
+            src.messages = []
+            for start in src.dirty_windows:
+                key = (p, state_key(src, "w", start))
+                if start in src.windows:
+                    out.windows[key] = {**src.windows[start].to_state(), "_u": u}
+                elif start in src.markers:
+                    out.windows[key] = {"closed": True, "_u": src.markers[start]}
+            for start in src.gone_markers:
+                out.windows[(p, state_key(src, "w", start))] = None
+            for name in src.dirty_facts:
+                f = src.facts.get(name)
+                if f is not None:
+                    out.facts[(p, state_key(src, "f", name))] = {**f, "seen": dict(f["seen"]), "_u": u}
+            for name in src.gone_facts:
+                out.facts[(p, state_key(src, "f", name))] = None
+            if src.meta_dirty:
+                src.upto = max(src.upto, src.cur)
+                out.metas[(p, state_key(src, "m"))] = {
+                    "st": src.st,
+                    "closed": src.closed,
+                    "emitted": src.emitted,
+                    "upto": src.upto,
+                }
+            src.dirty_windows, src.gone_markers = set(), set()
+            src.dirty_facts, src.gone_facts = set(), set()
+            src.meta_dirty = False
+            if src.guard_facts or src.guard_windows:
+                highest = max([*src.guard_facts.values(), *src.guard_windows.values()])
+                if src.cur >= highest:
+                    src.guard_facts, src.guard_windows = {}, {}
+        return out
+
+    def restore(self, partition: int, items: Iterable[tuple[str, Any]], now: float) -> int:
+        """Rebuild a partition's sources from table entries; return how many were read."""
+        self.shards.pop(partition, None)
+        self.ensure_shard(partition, now)
+        by_source: dict[str, list[tuple[str, str, Any]]] = {}
+        count = 0
+        for key, value in items:
+            topic, part, kind, name = key.split("|", 3)
+            if int(part) != partition or value is None or topic not in self.family_of:
+                continue
+            by_source.setdefault(topic, []).append((kind, name, value))
+            count += 1
+        for topic, entries in by_source.items():
+            src = self.source(topic, partition)
+            for kind, _name, value in entries:
+                if kind == "m":
+                    src.st, src.closed, src.emitted = value["st"], value["closed"], value["emitted"]
+                    src.upto = src.cur = value["upto"]
+                    src.st_at_arrival = src.st or 0.0
+            for kind, name, value in entries:
+                u = value.get("_u", -1)
+                if kind == "w":
+                    start = int(name)
+                    if value.get("closed"):
+                        src.markers[start] = u
+                    else:
+                        src.windows[start] = OpenWindow.from_state(start, value, src.n)
+                    if u > src.upto:
+                        src.guard_windows[start] = u
+                elif kind == "f":
+                    f = {k: v for k, v in value.items() if k != "_u"}
+                    src.facts[name] = f
+                    if u > src.upto:
+                        src.guard_facts[name] = u
+            src.loaded()
+        return count

@@ -1,0 +1,143 @@
+"""KPI formulas: from a final merged partial to a ``KpiRecord``.
+
+Each formula and the variant chosen is written down, with its reason, in ``docs/kpis.md``.
+Ratios are ``None`` when their denominator is zero.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from schemas.records import KpiRecord
+from streams.partial import WAIT_BUCKETS, KpiPartial
+
+SL_VARIANTS: tuple[str, ...] = (
+    "answered",  # Asterisk SL: answered within X / answered
+    "answered_abandoned",  # Genesys, Cisco "abandons negative": / (answered + abandoned)
+    "answered_abandoned_no_short",  # Genesys with short abandons excluded (callpulse default)
+    "abandons_ignored",  # Cisco type 1: / (answered + abandoned - abandoned within X)
+    "abandons_positive",  # Cisco type 3, Asterisk SL2: (answered + abandoned within X) / (answered + abandoned)
+    "left_queue",  # Amazon Connect: left the queue within X (answered or abandoned) / offered
+)
+
+
+def ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+def service_level(p: KpiPartial, i: int, variant: str) -> float | None:
+    """Service level for threshold index ``i`` in one of ``SL_VARIANTS``."""
+    a_x, ab_x = p.answered_within[i], p.abandoned_within[i]
+    if variant == "answered":
+        return ratio(a_x, p.answered)
+    if variant == "answered_abandoned":
+        return ratio(a_x, p.answered + p.abandoned)
+    if variant == "answered_abandoned_no_short":
+        return ratio(a_x, p.answered + p.abandoned - p.short_abandoned)
+    if variant == "abandons_ignored":
+        return ratio(a_x, p.answered + p.abandoned - ab_x)
+    if variant == "abandons_positive":
+        return ratio(a_x + ab_x, p.answered + p.abandoned)
+    if variant == "left_queue":
+        return ratio(a_x + ab_x, p.offered)
+    raise ValueError(f"unknown service level variant {variant!r}")
+
+
+def _q(p: KpiPartial, name: str, q: float) -> float | None:
+    sketch = getattr(p, name)
+    if sketch is None or sketch.count == 0:
+        return None
+    return float(sketch.get_quantile_value(q))
+
+
+def kpi_record(
+    p: KpiPartial,
+    size: int,
+    start: int,
+    dimension: str,
+    value: str,
+    thresholds: tuple[int, ...],
+    default_variant: str,
+) -> KpiRecord:
+    window_s = float(size)
+    logged_in = p.ready_s + p.busy_s + p.acw_state_s + p.not_ready_s
+    working = p.busy_s + p.acw_state_s
+    lv = p.levels
+    variants = {f"{v}@{t}": service_level(p, i, v) for i, t in enumerate(thresholds) for v in SL_VARIANTS}
+    csat_by_wait: dict[str, dict[str, float | None]] = {}
+    for bucket in WAIT_BUCKETS:
+        n, total, top2 = p.csat_wait.get(bucket, (0, 0, 0))
+        if n:
+            csat_by_wait[bucket] = {"responses": n, "mean": total / n, "top2_ratio": top2 / n}
+    return KpiRecord(
+        window_size_s=size,
+        window_start=datetime.fromtimestamp(start, UTC),
+        window_end=datetime.fromtimestamp(start + size, UTC),
+        dimension=dimension,  # type: ignore[arg-type]
+        dimension_value=value,
+        offered=p.offered,
+        answered=p.answered,
+        abandoned=p.abandoned,
+        short_abandoned=p.short_abandoned,
+        answer_rate=ratio(p.answered, p.offered),
+        abandon_rate=ratio(p.abandoned, p.offered),
+        abandon_rate_excl_short=ratio(p.abandoned - p.short_abandoned, p.offered - p.short_abandoned),
+        answered_within={str(t): p.answered_within[i] for i, t in enumerate(thresholds)},
+        abandoned_within={str(t): p.abandoned_within[i] for i, t in enumerate(thresholds)},
+        service_level=variants[f"{default_variant}@{thresholds[0]}"] if thresholds else None,
+        service_level_variants=variants,
+        asa_seconds=ratio(p.answered_wait_sum, p.answered),
+        avg_abandon_wait_seconds=ratio(p.abandoned_wait_sum, p.abandoned),
+        longest_wait_seconds=p.longest_wait,
+        handled=p.handled,
+        aht_seconds=ratio(p.talk_sum + p.hold_sum + p.acw_sum, p.handled),
+        avg_talk_seconds=ratio(p.talk_sum, p.handled),
+        avg_hold_seconds=ratio(p.hold_sum, p.held),
+        avg_acw_seconds=ratio(p.acw_sum, p.with_acw),
+        hold_rate=ratio(p.held, p.handled),
+        transferred=p.transferred,
+        transfer_rate=ratio(p.transferred, p.handled),
+        rona=p.rona,
+        orphaned=p.orphaned,
+        waiting_at_end=lv.get("waiting", (0, 0, 0))[1],
+        in_progress_at_end=lv.get("in_progress", (0, 0, 0))[1],
+        peak_concurrent=lv.get("in_progress", (0, 0, 0))[2],
+        offered_identified=p.offered_identified,
+        repeat_contacts=p.repeat_contacts,
+        repeat_contact_rate=ratio(p.repeat_contacts, p.offered_identified),
+        staffed_agents=logged_in / window_s if dimension in ("all", "queue") else None,
+        logged_in_seconds=logged_in,
+        ready_seconds=p.ready_s,
+        busy_seconds=p.busy_s,
+        acw_state_seconds=p.acw_state_s,
+        not_ready_seconds=p.not_ready_s,
+        not_ready_by_reason=dict(sorted(p.not_ready_reasons.items())),
+        occupancy=ratio(working, p.ready_s + working),
+        utilization=ratio(working, logged_in),
+        tickets_created=p.tickets_created,
+        tickets_first_responses=p.tickets_first_responses,
+        first_response_p50_seconds=_q(p, "frt", 0.5),
+        first_response_p90_seconds=_q(p, "frt", 0.9),
+        first_response_p95_seconds=_q(p, "frt", 0.95),
+        tickets_resolved=p.tickets_resolved,
+        resolution_p50_seconds=_q(p, "resolution", 0.5),
+        resolution_p90_seconds=_q(p, "resolution", 0.9),
+        resolution_p95_seconds=_q(p, "resolution", 0.95),
+        sla_evaluated=p.sla_evaluated,
+        sla_breached=p.sla_breached,
+        sla_breach_rate=ratio(p.sla_breached, p.sla_evaluated),
+        tickets_reopened=p.tickets_reopened,
+        reopen_rate=ratio(p.tickets_reopened, p.tickets_resolved),
+        tickets_closed=p.tickets_closed,
+        backlog=lv.get("backlog", (0, 0, 0))[1],
+        repeat_complaints=p.repeat_complaints,
+        survey_responses=p.survey_responses,
+        csat_responses=p.csat_n,
+        csat_mean=ratio(p.csat_sum, p.csat_n),
+        csat_top2_ratio=ratio(p.csat_top2, p.csat_n),
+        nps_responses=p.nps_n,
+        nps=(100.0 * (p.promoters - p.detractors) / p.nps_n) if p.nps_n else None,
+        ces_responses=p.ces_n,
+        ces_mean=ratio(p.ces_sum, p.ces_n),
+        csat_by_wait=csat_by_wait,
+    )

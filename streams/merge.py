@@ -1,0 +1,233 @@
+"""Stage 2 of the KPI engine: add up the sources' partial windows and emit final records.
+
+A base window is final when every source (every input topic partition) has closed it: the
+slowest partition decides, and an idle partition moves on by its heartbeat. Final base windows
+are then
+
+* placed in each level's cumulative series (contacts waiting, in progress, open tickets), so
+  a quiet window still shows the backlog it inherited;
+* zero-filled for every dimension value seen before: silence is data;
+* checked for repeat contacts (same pseudonymised customer within the horizon) and repeat
+  complaints (same customer and category), which need all partitions at once;
+* rolled up into the longer window sizes.
+
+Every state change is idempotent (set semantics keyed by source and window), so replaying
+partial messages after a crash yields the same records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.partial import LEVELS, KpiPartial
+from streams.sources import split_dimkey
+from streams.windows import floor_to
+
+
+@dataclass(frozen=True)
+class MergeParams:
+    base: int
+    sizes: tuple[int, ...]
+    thresholds: tuple[int, ...]
+    repeat_horizon: int = 86_400
+    complaint_horizon: int = 7 * 86_400
+
+
+@dataclass
+class FinalWindow:
+    size: int
+    start: int
+    dimkey: str
+    partial: KpiPartial
+
+    @property
+    def dimension(self) -> tuple[str, str]:
+        return split_dimkey(self.dimkey)
+
+
+@dataclass
+class MergeState:
+    closed: dict[str, int] = field(default_factory=dict)
+    pending: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    next_window: int | None = None
+    levels: dict[str, dict[str, int]] = field(default_factory=dict)  # after next_window - base
+    known: dict[str, int] = field(default_factory=dict)  # dimkey -> first window seen
+    rollups: dict[str, dict[str, Any]] = field(default_factory=dict)  # "size|start" -> acc
+    history: dict[str, list[list[Any]]] = field(default_factory=dict)  # "kind|key" -> [[ts, id]]
+
+
+class WindowMerger:
+    """Stage-2 merger for one set of expected sources."""
+
+    def __init__(self, params: MergeParams, expected_sources: set[str]) -> None:
+        self.p = params
+        self.expected = set(expected_sources)
+        self.s = MergeState()
+        self.n = len(params.thresholds)
+        self._dirty: set[str] = set()
+
+    # -- input ---------------------------------------------------------------------------------
+    def on_message(self, msg: dict[str, Any]) -> None:
+        source = msg["source"]
+        if "window" in msg:
+            window = msg["window"]
+            if self.s.next_window is None or window >= self.s.next_window:
+                self.s.pending.setdefault(window, {})[source] = msg
+                self._dirty.add(f"pend|{window}|{source}")
+        closed = msg["closed"]
+        if closed > self.s.closed.get(source, -(2**62)):
+            self.s.closed[source] = closed
+
+    def watermark(self) -> int | None:
+        """Every base window ending at or before this is closed by every source."""
+        if not self.expected or any(s not in self.s.closed for s in self.expected):
+            return None
+        return min(self.s.closed[s] for s in self.expected)
+
+    # -- output --------------------------------------------------------------------------------
+    def finalize(self) -> list[FinalWindow]:
+        """Emit every window that became final, in window order."""
+        mark = self.watermark()
+        out: list[FinalWindow] = []
+        if mark is None:
+            return out
+        if self.s.next_window is None:
+            # Only once the earliest pending window is final can no earlier one still arrive.
+            if not self.s.pending or min(self.s.pending) + self.p.base > mark:
+                return out
+            self.s.next_window = min(self.s.pending)
+        while self.s.next_window + self.p.base <= mark:
+            out.extend(self._finalize_one(self.s.next_window))
+            self.s.next_window += self.p.base
+        return out
+
+    def _finalize_one(self, start: int) -> list[FinalWindow]:
+        msgs = self.s.pending.pop(start, {})
+        self._dirty.update(f"pend|{start}|{source}" for source in msgs)
+        merged: dict[str, KpiPartial] = {}
+        firsts: list[list[Any]] = []
+        for source in sorted(msgs):
+            msg = msgs[source]
+            for key, data in msg.get("parts", {}).items():
+                part = KpiPartial.from_dict(data, self.n)
+                if key in merged:
+                    merged[key].merge(part)
+                else:
+                    merged[key] = part
+            firsts.extend(msg.get("firsts", []))
+        for key in merged:
+            self.s.known.setdefault(key, start)
+        for key, first in self.s.known.items():
+            if first <= start and key not in merged and not key.startswith("agent\t"):
+                merged[key] = KpiPartial(self.n)
+        for key, part in merged.items():
+            ends = part.resolve_levels(self.s.levels.get(key, {}))
+            if any(ends.values()) or key in self.s.levels:
+                self.s.levels[key] = ends
+        self._repeats(firsts, merged)
+        out = [FinalWindow(self.p.base, start, key, merged[key]) for key in sorted(merged)]
+        out.extend(self._rollup(start, merged))
+        return out
+
+    def _repeats(self, firsts: list[list[Any]], merged: dict[str, KpiPartial]) -> None:
+        """A first contact (or ticket) is a repeat when the same customer (and category) had an
+        earlier one within the horizon; order is (event time, entity id)."""
+        for kind, token, ts, entity, category, dims in sorted(firsts, key=lambda f: (f[2], f[3], f[0])):
+            if not token:
+                continue
+            horizon = self.p.repeat_horizon if kind == "contact" else self.p.complaint_horizon
+            hkey = f"{kind}|{token}|{category}"
+            self._dirty.add(f"hist|{hkey}")
+            seen = self.s.history.setdefault(hkey, [])
+            seen[:] = [h for h in seen if h[0] >= ts - horizon]
+            repeat = any((h[0], h[1]) < (ts, entity) for h in seen)
+            if [ts, entity] not in seen:
+                seen.append([ts, entity])
+            if repeat:
+                field_name = "repeat_contacts" if kind == "contact" else "repeat_complaints"
+                for key in dims:
+                    part = merged.get(key)
+                    if part is not None:
+                        setattr(part, field_name, getattr(part, field_name) + 1)
+
+    def _rollup(self, start: int, merged: dict[str, KpiPartial]) -> list[FinalWindow]:
+        out: list[FinalWindow] = []
+        for size in self.p.sizes:
+            if size == self.p.base:
+                continue
+            big = floor_to(start, size)
+            rkey = f"{size}|{big}"
+            acc = self.s.rollups.setdefault(rkey, {"included": [], "parts": {}})
+            self._dirty.add(f"roll|{rkey}")
+            if start not in acc["included"]:
+                acc["included"].append(start)
+                for key, part in merged.items():
+                    mine = acc["parts"].get(key)
+                    acc["parts"][key] = part.copy() if mine is None else mine.merge_sequential(part)
+            if start + self.p.base == big + size:
+                del self.s.rollups[rkey]
+                out.extend(FinalWindow(size, big, key, acc["parts"][key]) for key in sorted(acc["parts"]))
+        return out
+
+    def prune_history(self, now_ts: float) -> None:
+        """Forget customers outside every horizon."""
+        horizon = max(self.p.repeat_horizon, self.p.complaint_horizon)
+        for key in [k for k, v in self.s.history.items() if all(h[0] < now_ts - horizon for h in v)]:
+            del self.s.history[key]
+            self._dirty.add(f"hist|{key}")
+
+    # -- persistence: one table entry per pending message, rollup, customer and a meta ---------
+    def drain_state(self) -> dict[str, dict[str, Any] | None]:
+        """Entries changed since the last drain (None = delete)."""
+        out: dict[str, dict[str, Any] | None] = {}
+        for key in self._dirty:
+            kind, _, rest = key.partition("|")
+            if kind == "pend":
+                w, _, source = rest.partition("|")
+                out[key] = self.s.pending.get(int(w), {}).get(source)
+            elif kind == "roll":
+                acc = self.s.rollups.get(rest)
+                out[key] = (
+                    None
+                    if acc is None
+                    else {"included": acc["included"], "parts": {d: p.to_dict() for d, p in acc["parts"].items()}}
+                )
+            elif kind == "hist":
+                seen = self.s.history.get(rest)
+                out[key] = {"seen": seen} if seen else None
+        self._dirty = set()
+        out["meta"] = {
+            "closed": self.s.closed,
+            "next_window": self.s.next_window,
+            "levels": self.s.levels,
+            "known": self.s.known,
+        }
+        return out
+
+    def load_state(self, items: Any) -> None:
+        self.s = MergeState()
+        for key, value in items:
+            if value is None:
+                continue
+            kind, _, rest = key.partition("|")
+            if key == "meta":
+                self.s.closed = dict(value["closed"])
+                self.s.next_window = value["next_window"]
+                self.s.levels = {k: dict(v) for k, v in value["levels"].items()}
+                self.s.known = dict(value["known"])
+            elif kind == "pend":
+                w, _, source = rest.partition("|")
+                self.s.pending.setdefault(int(w), {})[source] = value
+            elif kind == "roll":
+                self.s.rollups[rest] = {
+                    "included": list(value["included"]),
+                    "parts": {d: KpiPartial.from_dict(p, self.n) for d, p in value["parts"].items()},
+                }
+            elif kind == "hist":
+                self.s.history[rest] = [list(h) for h in value["seen"]]
+        if self.s.next_window is not None:
+            self.s.pending = {w: m for w, m in self.s.pending.items() if w >= self.s.next_window}
+
+
+__all__ = ["LEVELS", "FinalWindow", "MergeParams", "WindowMerger"]

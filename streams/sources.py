@@ -1,0 +1,715 @@
+"""Stage 1 of the KPI engine: one processor per source (input topic partition).
+
+A source keeps its own stream time, so whether an event is late depends only on the order of
+that partition, which Kafka fixes: the same input gives the same result however the consumer
+interleaves partitions, and a batch recomputation can reproduce it exactly. For each event, in
+partition order:
+
+1. stream time := max(stream time, ts); if that moves the closed boundary, run the family's
+   close hooks (orphan sweep, ongoing agent intervals) and close the base windows before it;
+2. an event whose base window is closed is **late** (dead-lettered, never counted);
+3. an ``event_id`` already seen for the same entity is a **duplicate** (counted once);
+4. otherwise it updates the entity's facts and the partial KPI state of its base window.
+
+Closed windows leave as partial messages for the merger (stage 2), which adds up the sources.
+
+Crash safety (at-least-once input): each persisted entry remembers the offset of the last
+record applied to it (``_u``). The worker persists in dependency order - partial messages, then
+windows, then facts, then the source meta - so after a crash, a replayed record whose entity
+facts already include it is skipped whole, and a window that already includes it is not added
+to twice. The meta's ``upto`` marks records whose every effect is durable: they are skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.events import (
+    AgentState,
+    AgentStateEvent,
+    CallEvent,
+    CallEventKind,
+    EventBase,
+    SurveyEvent,
+    TicketEvent,
+    TicketEventKind,
+)
+from schemas.pii import Pseudonymizer
+from streams.partial import KpiPartial, wait_bucket
+from streams.windows import closed_boundary, floor_to, is_late, split_by_window
+
+ALL = "all\t"
+
+
+def dimkey(dimension: str, value: str) -> str:
+    return f"{dimension}\t{value}"
+
+
+def split_dimkey(key: str) -> tuple[str, str]:
+    dimension, _, value = key.partition("\t")
+    return dimension, value
+
+
+@dataclass(frozen=True)
+class EngineParams:
+    """The settings the pure engine needs (see ``callpulse.config.Settings``)."""
+
+    base: int = 60
+    grace: int = 120
+    thresholds: tuple[int, ...] = (20, 30)
+    short_abandon: float = 5.0
+    orphan_timeout: int = 7200
+    retention: int = 86_400
+    idle_timeout: float = 30.0
+    pii_key: str = "callpulse-dev-key-change-me"
+
+    @classmethod
+    def from_settings(cls, s: Any) -> EngineParams:
+        return cls(
+            base=s.base_window_s,
+            grace=s.grace_s,
+            thresholds=tuple(s.sl_thresholds_s),
+            short_abandon=s.short_abandon_s,
+            orphan_timeout=s.orphan_timeout_s,
+            retention=s.facts_retention_s,
+            idle_timeout=s.idle_timeout_s,
+            pii_key=s.pii_key.get_secret_value(),
+        )
+
+    @property
+    def dedup_horizon(self) -> int:
+        """How long an event id must be remembered: after this, a re-delivery is late anyway."""
+        return self.grace + 2 * self.base
+
+
+class OpenWindow:
+    """A base window of one source still accepting events."""
+
+    __slots__ = ("firsts", "parts", "pending", "start")
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.parts: dict[str, KpiPartial] = {}
+        self.firsts: list[list[Any]] = []  # first contacts / tickets, for repeat detection
+        self.pending: list[list[Any]] = []  # surveys waiting for the contact join
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "parts": {k: p.to_dict() for k, p in self.parts.items()},
+            "firsts": self.firsts,
+            "pending": self.pending,
+        }
+
+    @classmethod
+    def from_state(cls, start: int, data: dict[str, Any], n: int) -> OpenWindow:
+        w = cls(start)
+        w.parts = {k: KpiPartial.from_dict(v, n) for k, v in data.get("parts", {}).items()}
+        w.firsts = data.get("firsts", [])
+        w.pending = data.get("pending", [])
+        return w
+
+
+@dataclass
+class Outcome:
+    """What one record did."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    skipped: int = 0  # already applied before a restart
+    late: list[EventBase] = field(default_factory=list)
+
+
+class Source:
+    """State and processing of one input topic partition; subclasses add the family's KPIs."""
+
+    family = ""
+
+    def __init__(self, topic: str, partition: int, params: EngineParams, shard: dict[str, Source]) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.id = f"{topic}:{partition}"
+        self.p = params
+        self.n = len(params.thresholds)
+        self.shard = shard
+        self.st: float | None = None  # stream time
+        self.closed: int | None = None  # logical closed boundary (lateness)
+        self.emitted: int | None = None  # windows before this have left as messages
+        self.upto = -1  # records up to this offset are applied and durable
+        self.windows: dict[int, OpenWindow] = {}
+        self.markers: dict[int, int] = {}  # closed window start -> offset that closed it
+        self.facts: dict[str, dict[str, Any]] = {}
+        self.last_arrival: float | None = None
+        self.assigned_at: float | None = None
+        self._pruned_at: int | None = None
+        # persistence bookkeeping
+        self.cur = -1
+        self.dirty_windows: set[int] = set()
+        self.dirty_facts: set[str] = set()
+        self.gone_facts: set[str] = set()
+        self.gone_markers: set[int] = set()
+        self.guard_windows: dict[int, int] = {}
+        self.guard_facts: dict[str, int] = {}
+        self.messages: list[dict[str, Any]] = []
+        self.meta_dirty = False
+        self.pseudo = Pseudonymizer(params.pii_key)
+
+    # -- entry points --------------------------------------------------------------------------
+    def record(self, offset: int, events: list[EventBase], now: float | None = None) -> Outcome:
+        """Apply one Kafka record's events (one event, or an envelope's)."""
+        out = Outcome()
+        if offset <= self.upto:
+            out.skipped = len(events)
+            return out
+        self.cur = offset
+        self.last_arrival = now
+        self.meta_dirty = True
+        for e in events:
+            ts = e.ts.timestamp()
+            self._advance(ts)
+            if is_late(ts, self.st, self.p.base, self.p.grace):  # type: ignore[arg-type]
+                out.late.append(e)
+                continue
+            key = self.entity_key(e)
+            if self.guard_facts.get(key, -1) >= offset:
+                out.skipped += 1
+                continue
+            f = self.facts.get(key)
+            if f is None:
+                f = self.new_facts(e)
+                self.facts[key] = f
+                self.gone_facts.discard(key)
+            seen = f["seen"]
+            if e.event_id in seen:
+                out.duplicates += 1
+                continue
+            seen[e.event_id] = ts
+            if ts > f["last"]:
+                f["last"] = ts
+            self.dirty_facts.add(key)
+            self.apply(e, ts, f)
+            out.accepted += 1
+        self.st_at_arrival = self.st if self.st is not None else 0.0
+        return out
+
+    def watermark(self, offset: int, ts: float, now: float | None = None) -> None:
+        """A producer's promise that no older event follows on this partition."""
+        if offset <= self.upto:
+            return
+        self.cur = offset
+        self.last_arrival = now
+        self.meta_dirty = True
+        self._advance(ts)
+        self.st_at_arrival = self.st  # type: ignore[assignment]
+
+    def tick(self, now: float, engine_min_st: float | None) -> None:
+        """Wall-clock heartbeat: an idle source still moves on, so silence closes windows."""
+        idle_since = self.last_arrival if self.last_arrival is not None else self.assigned_at
+        if idle_since is None or now - idle_since < self.p.idle_timeout:
+            return
+        if self.st is None:
+            if engine_min_st is None:
+                return
+            target = engine_min_st
+        else:
+            target = self.st_at_arrival + (now - idle_since)
+        if self.st is None or target > self.st:
+            self.meta_dirty = True
+            self._advance(target)
+            if self.last_arrival is None:
+                self.last_arrival = now
+                self.st_at_arrival = target
+
+    def settle(self) -> None:
+        """Emit what became emittable outside the source's own progress (surveys wait for calls)."""
+
+    # -- time ------------------------------------------------------------------------------------
+    st_at_arrival: float = 0.0
+
+    def _advance(self, ts: float) -> None:
+        if self.st is None or ts > self.st:
+            self.st = ts
+        boundary = closed_boundary(self.st, self.p.base, self.p.grace)
+        if self.closed is None:
+            self.closed = boundary
+            self.emitted = boundary
+            self.messages.append({"source": self.id, "closed": boundary})
+            return
+        if boundary > self.closed:
+            self.on_close(self.closed, boundary)
+            self.closed = boundary
+            self.emit_until(self.emit_target())
+            if self._pruned_at is None or boundary - self._pruned_at >= 3600:
+                self.prune(boundary)
+
+    def emit_target(self) -> int:
+        return self.closed  # type: ignore[return-value]
+
+    def emit_until(self, target: int) -> None:
+        """Close and emit every open window ending at or before ``target``."""
+        if self.emitted is not None and target <= self.emitted:
+            return
+        for start in sorted(w for w in self.windows if w + self.p.base <= target):
+            window = self.windows.pop(start)
+            self.finish_window(window)
+            self.messages.append(self.window_message(window))
+            self.markers[start] = self.cur
+            self.dirty_windows.add(start)
+        self.emitted = target
+        self.messages.append({"source": self.id, "closed": target})
+
+    def window_message(self, w: OpenWindow) -> dict[str, Any]:
+        return {
+            "source": self.id,
+            "window": w.start,
+            "closed": w.start + self.p.base,
+            "parts": {k: p.to_dict() for k, p in w.parts.items() if not p.is_empty()},
+            "firsts": w.firsts,
+        }
+
+    def window(self, ts: float) -> OpenWindow | None:
+        """The open window for ``ts`` to write into, or None when a replay finds it done."""
+        start = floor_to(ts, self.p.base)
+        if start in self.markers or self.guard_windows.get(start, -1) >= self.cur:
+            return None
+        w = self.windows.get(start)
+        if w is None:
+            if self.emitted is not None and start + self.p.base <= self.emitted:
+                return None  # closed already (only reachable by hooks on a replay)
+            w = self.windows[start] = OpenWindow(start)
+        self.dirty_windows.add(start)
+        return w
+
+    def part(self, w: OpenWindow, key: str) -> KpiPartial:
+        p = w.parts.get(key)
+        if p is None:
+            p = w.parts[key] = KpiPartial(self.n)
+        return p
+
+    def prune(self, boundary: int) -> None:
+        """Forget entities idle for the retention period, and old closed-window markers."""
+        self._pruned_at = boundary
+        cutoff = boundary - self.p.retention
+        for key in [k for k, f in self.facts.items() if f["last"] < cutoff and self.may_forget(f)]:
+            del self.facts[key]
+            self.dirty_facts.discard(key)
+            self.gone_facts.add(key)
+        seen_cutoff = boundary - self.p.dedup_horizon - self.p.base
+        for key, f in self.facts.items():
+            if len(f["seen"]) > 64:
+                old = [i for i, t in f["seen"].items() if t < seen_cutoff]
+                if old:
+                    for i in old:
+                        del f["seen"][i]
+                    self.dirty_facts.add(key)
+        for start in [s for s in self.markers if s < boundary - 3600]:
+            del self.markers[start]
+            self.gone_markers.add(start)
+
+    # -- family hooks --------------------------------------------------------------------------
+    def entity_key(self, e: Any) -> str:
+        raise NotImplementedError
+
+    def new_facts(self, e: Any) -> dict[str, Any]:
+        return {"seen": {}, "last": e.ts.timestamp()}
+
+    def apply(self, e: Any, ts: float, f: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def on_close(self, old: int, new: int) -> None:
+        """Runs when the closed boundary moves from ``old`` to ``new``, before windows close."""
+
+    def finish_window(self, w: OpenWindow) -> None:
+        """Last touches to a window's partials before it leaves."""
+
+    def may_forget(self, f: dict[str, Any]) -> bool:
+        return True
+
+    def loaded(self) -> None:
+        """Rebuild derived indexes after state was restored."""
+
+
+class CallsSource(Source):
+    """Contacts: volumes, waits, service level, handle times, levels, orphans."""
+
+    family = "calls"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.open_ids: set[str] = set()
+
+    def entity_key(self, e: CallEvent) -> str:
+        return e.contact_id
+
+    def new_facts(self, e: CallEvent) -> dict[str, Any]:
+        return {
+            "seen": {},
+            "last": e.ts.timestamp(),
+            "dims": [
+                ALL,
+                dimkey("queue", e.queue),
+                dimkey("channel", e.channel.value),
+                dimkey("business_type", e.business_type),
+            ],
+            "open": False,
+            "waiting": False,
+            "term": False,
+            "ans_ts": None,
+            "wait": None,
+        }
+
+    def loaded(self) -> None:
+        self.open_ids = {k for k, f in self.facts.items() if f["open"]}
+
+    def may_forget(self, f: dict[str, Any]) -> bool:
+        return not f["open"]
+
+    def prune(self, boundary: int) -> None:
+        # The survey join reads these facts: keep them until the surveys source has caught up
+        # (an idle surveys source gets a position from the heartbeat, so this cannot block forever).
+        surveys = self.shard.get("surveys")
+        if surveys is not None:
+            if surveys.emitted is None:
+                return
+            boundary = min(boundary, surveys.emitted)
+        super().prune(boundary)
+
+    def _level(self, f: dict[str, Any], level: str, ts: float, delta: int) -> None:
+        w = self.window(ts)
+        if w is None:
+            return
+        second = int(ts) - w.start
+        for key in f["dims"]:
+            self.part(w, key).add_level(level, second, delta)
+
+    def apply(self, e: CallEvent, ts: float, f: dict[str, Any]) -> None:
+        kind = e.kind
+        w = self.window(ts)
+        dims = (
+            ALL,
+            dimkey("queue", e.queue),
+            dimkey("channel", e.channel.value),
+            dimkey("business_type", e.business_type),
+        )
+        parts = [self.part(w, k) for k in dims] if w is not None else []
+        if kind is CallEventKind.offered:
+            for p in parts:
+                p.offered += 1
+            if e.customer_id and w is not None:
+                for p in parts:
+                    p.offered_identified += 1
+                w.firsts.append(["contact", self.pseudo.token(e.customer_id), ts, e.contact_id, "", list(dims)])
+            if not f["open"] and not f["term"]:
+                f["open"] = f["waiting"] = True
+                self.open_ids.add(e.contact_id)
+                self._level(f, "in_progress", ts, +1)
+                self._level(f, "waiting", ts, +1)
+        elif kind is CallEventKind.answered:
+            wait = e.wait_seconds or 0.0
+            for p in parts:
+                p.answered += 1
+                p.answered_wait_sum += wait
+                p.add_wait(wait)
+                for i, t in enumerate(self.p.thresholds):
+                    if wait <= t:
+                        p.answered_within[i] += 1
+            f["ans_ts"], f["wait"] = ts, wait
+            if f["waiting"]:
+                f["waiting"] = False
+                self._level(f, "waiting", ts, -1)
+        elif kind is CallEventKind.abandoned:
+            wait = e.wait_seconds or 0.0
+            short = wait <= self.p.short_abandon
+            for p in parts:
+                p.abandoned += 1
+                p.abandoned_wait_sum += wait
+                p.add_wait(wait)
+                if short:
+                    p.short_abandoned += 1
+                for i, t in enumerate(self.p.thresholds):
+                    if wait <= t:
+                        p.abandoned_within[i] += 1
+            self._terminate(f, e.contact_id, ts)
+        elif kind is CallEventKind.ended:
+            talk, hold, acw = e.talk_seconds or 0.0, e.hold_seconds or 0.0, e.acw_seconds or 0.0
+            if w is not None and e.agent_id:
+                parts.append(self.part(w, dimkey("agent", e.agent_id)))
+            for p in parts:
+                p.handled += 1
+                p.talk_sum += talk
+                p.hold_sum += hold
+                p.acw_sum += acw
+                p.held += hold > 0
+                p.with_acw += acw > 0
+            self._terminate(f, e.contact_id, ts)
+        elif kind is CallEventKind.transferred:
+            for p in parts:
+                p.transferred += 1
+        elif kind is CallEventKind.ring_no_answer:
+            if w is not None and e.agent_id:
+                parts.append(self.part(w, dimkey("agent", e.agent_id)))
+            for p in parts:
+                p.rona += 1
+
+    def _terminate(self, f: dict[str, Any], contact_id: str, ts: float) -> None:
+        f["term"] = True
+        if f["waiting"]:
+            f["waiting"] = False
+            self._level(f, "waiting", ts, -1)
+        if f["open"]:
+            f["open"] = False
+            self.open_ids.discard(contact_id)
+            self._level(f, "in_progress", ts, -1)
+
+    def on_close(self, old: int, new: int) -> None:
+        """Orphan sweep: a contact with no event for ``orphan_timeout`` is closed out as an
+        orphan at ``last + orphan_timeout``, so a lost end event cannot hang a KPI."""
+        for cid in sorted(self.open_ids):
+            if self.guard_facts.get(cid, -1) >= self.cur:
+                continue
+            f = self.facts[cid]
+            deadline = f["last"] + self.p.orphan_timeout
+            if deadline >= new:
+                continue
+            w = self.window(deadline)
+            if w is not None:
+                for key in f["dims"]:
+                    self.part(w, key).orphaned += 1
+            f["orphan"] = True
+            self._terminate(f, cid, deadline)
+            self.dirty_facts.add(cid)
+
+
+AGENT_STATE_FIELD = {
+    AgentState.ready: "ready_s",
+    AgentState.busy: "busy_s",
+    AgentState.after_call_work: "acw_state_s",
+    AgentState.not_ready: "not_ready_s",
+    AgentState.logged_in: "not_ready_s",  # logged in but not yet ready
+}
+
+
+class AgentsSource(Source):
+    """Agent states: time in state per window (occupancy, utilisation, staffed agents)."""
+
+    family = "agents"
+
+    def entity_key(self, e: AgentStateEvent) -> str:
+        return e.agent_id
+
+    def new_facts(self, e: AgentStateEvent) -> dict[str, Any]:
+        return {
+            "seen": {},
+            "last": e.ts.timestamp(),
+            "state": None,
+            "since": None,
+            "cred": None,
+            "queues": [],
+            "reason": None,
+        }
+
+    def may_forget(self, f: dict[str, Any]) -> bool:
+        return f["state"] in (None, AgentState.logged_out.value)
+
+    def _credit(self, f: dict[str, Any], start: float, end: float) -> None:
+        state = AgentState(f["state"])
+        name = AGENT_STATE_FIELD.get(state)
+        if name is None or end <= start:
+            return
+        reason = (f["reason"] or "unspecified") if state is AgentState.not_ready else None
+        if state is AgentState.logged_in:
+            reason = "login"
+        keys = [ALL, *(dimkey("queue", q) for q in f["queues"])]
+        for wstart, secs in split_by_window(start, end, self.p.base):
+            w = self.window(wstart)
+            if w is None:
+                continue
+            for key in keys:
+                p = self.part(w, key)
+                setattr(p, name, getattr(p, name) + secs)
+                if reason is not None:
+                    p.not_ready_reasons[reason] = p.not_ready_reasons.get(reason, 0) + secs
+
+    def apply(self, e: AgentStateEvent, ts: float, f: dict[str, Any]) -> None:
+        if f["since"] is not None and ts < f["since"]:
+            return  # older than the agent's current state: counted, but time accounting stays
+        if f["state"] is not None:
+            start = max(f["since"], f["cred"] or f["since"], self.closed or f["since"])
+            self._credit(f, start, ts)
+        f["state"], f["since"], f["cred"], f["reason"] = e.state.value, ts, None, e.reason
+        if e.queues:
+            f["queues"] = list(e.queues)
+
+    def on_close(self, old: int, new: int) -> None:
+        """Credit every ongoing state interval up to the new boundary before windows close."""
+        for aid in sorted(self.facts):
+            f = self.facts[aid]
+            if f["state"] in (None, AgentState.logged_out.value) or f["since"] >= new:
+                continue
+            if self.guard_facts.get(aid, -1) >= self.cur:
+                continue
+            start = max(f["since"], f["cred"] or f["since"], old)
+            self._credit(f, start, new)
+            f["cred"] = new
+            self.dirty_facts.add(aid)
+
+
+class TicketsSource(Source):
+    """Tickets: volumes, response and resolution percentiles, SLA breach, backlog, reopens."""
+
+    family = "tickets"
+
+    def entity_key(self, e: TicketEvent) -> str:
+        return e.ticket_id
+
+    def new_facts(self, e: TicketEvent) -> dict[str, Any]:
+        return {
+            "seen": {},
+            "last": e.ts.timestamp(),
+            "open": False,
+            "fr": False,
+            "dims": [
+                ALL,
+                dimkey("queue", e.team),
+                dimkey("channel", e.channel.value),
+                dimkey("business_type", e.business_type),
+            ],
+        }
+
+    def may_forget(self, f: dict[str, Any]) -> bool:
+        return not f["open"]
+
+    def _backlog(self, f: dict[str, Any], w: OpenWindow | None, ts: float, delta: int) -> None:
+        if w is not None:
+            for key in f["dims"]:
+                self.part(w, key).add_level("backlog", int(ts) - w.start, delta)
+
+    def apply(self, e: TicketEvent, ts: float, f: dict[str, Any]) -> None:
+        w = self.window(ts)
+        dims = [
+            ALL,
+            dimkey("queue", e.team),
+            dimkey("channel", e.channel.value),
+            dimkey("business_type", e.business_type),
+        ]
+        parts = [self.part(w, k) for k in dims] if w is not None else []
+        kind = e.kind
+        age = ts - e.created_at.timestamp()
+        if kind is TicketEventKind.created:
+            for p in parts:
+                p.tickets_created += 1
+            if e.customer_id and w is not None:
+                w.firsts.append(["ticket", self.pseudo.token(e.customer_id), ts, e.ticket_id, e.category, dims])
+            if not f["open"]:
+                f["open"] = True
+                self._backlog(f, w, ts, +1)
+        elif kind is TicketEventKind.first_response:
+            if not f["fr"]:
+                f["fr"] = True
+                for p in parts:
+                    p.tickets_first_responses += 1
+                    p.add_sketch("frt", age)
+        elif kind is TicketEventKind.resolved:
+            for p in parts:
+                p.tickets_resolved += 1
+                p.add_sketch("resolution", age)
+                if e.sla_due is not None:
+                    p.sla_evaluated += 1
+                    p.sla_breached += e.ts > e.sla_due
+            if f["open"]:
+                f["open"] = False
+                self._backlog(f, w, ts, -1)
+        elif kind is TicketEventKind.reopened:
+            for p in parts:
+                p.tickets_reopened += 1
+            if not f["open"]:
+                f["open"] = True
+                self._backlog(f, w, ts, +1)
+        elif kind is TicketEventKind.closed:
+            for p in parts:
+                p.tickets_closed += 1
+            if f["open"]:
+                f["open"] = False
+                self._backlog(f, w, ts, -1)
+
+
+class SurveysSource(Source):
+    """Survey responses: CSAT, NPS, CES, and CSAT by the rated contact's wait.
+
+    The wait join reads the contact's facts in the calls source of the same partition number
+    (producers key surveys by the rated contact id, so both land there). A survey window is
+    emitted only once the calls source has closed it too: by then every non-late answer
+    before the window's end is known, so the join gives the same answer however the two
+    topics interleave.
+    """
+
+    family = "surveys"
+
+    def entity_key(self, e: SurveyEvent) -> str:
+        return e.rated_id
+
+    def apply(self, e: SurveyEvent, ts: float, f: dict[str, Any]) -> None:
+        w = self.window(ts)
+        if w is None:
+            return
+        dims = [ALL]
+        if e.queue:
+            dims.append(dimkey("queue", e.queue))
+        if e.channel:
+            dims.append(dimkey("channel", e.channel.value))
+        if e.business_type:
+            dims.append(dimkey("business_type", e.business_type))
+        if e.agent_id:
+            dims.append(dimkey("agent", e.agent_id))
+        for key in dims:
+            p = self.part(w, key)
+            p.survey_responses += 1
+            if e.csat is not None:
+                p.csat_n += 1
+                p.csat_sum += e.csat
+                p.csat_top2 += e.csat >= 4
+            if e.nps is not None:
+                p.nps_n += 1
+                p.promoters += e.nps >= 9
+                p.detractors += e.nps <= 6
+            if e.ces is not None:
+                p.ces_n += 1
+                p.ces_sum += e.ces
+        if e.csat is not None:
+            w.pending.append([e.contact_id, e.csat, dims])
+
+    def _calls(self) -> Source | None:
+        return self.shard.get("calls")
+
+    def emit_target(self) -> int:
+        calls = self._calls()
+        own = self.closed
+        if calls is None or calls.emitted is None:
+            return self.emitted if self.emitted is not None else own  # type: ignore[return-value]
+        return min(own, calls.emitted)  # type: ignore[type-var]
+
+    def settle(self) -> None:
+        if self.closed is not None:
+            self.emit_until(self.emit_target())
+
+    def finish_window(self, w: OpenWindow) -> None:
+        calls = self._calls()
+        end = w.start + self.p.base
+        for contact_id, csat, dims in w.pending:
+            wait = None
+            if calls is not None and contact_id is not None:
+                cf = calls.facts.get(contact_id)
+                if cf is not None and cf["ans_ts"] is not None and cf["ans_ts"] < end:
+                    wait = cf["wait"]
+            bucket = wait_bucket(wait)
+            for key in dims:
+                self.part(w, key).add_csat_wait(bucket, csat)
+        w.pending = []
+
+
+SOURCE_TYPES: dict[str, type[Source]] = {
+    "calls": CallsSource,
+    "tickets": TicketsSource,
+    "surveys": SurveysSource,
+    "agents": AgentsSource,
+}

@@ -1,0 +1,117 @@
+"""Event contracts, decoding, reasons, JSON Schema export, the validate command, PII."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+
+from schemas.codec import EventDecoder, parse_watermark, watermark_headers
+from schemas.events import MODEL_BY_FAMILY, CallEvent
+from schemas.export import export_schemas
+from schemas.pii import Pseudonymizer, scrub_text
+from tests.badinputs import CORPUS, call
+
+REPO = Path(__file__).resolve().parents[1]
+NOW = 1_793_700_000.0  # 2026-11-03, after every fixture timestamp
+
+
+@pytest.mark.parametrize(("name", "family", "raw", "reason"), CORPUS, ids=[c[0] for c in CORPUS])
+def test_each_bad_input_gets_its_reason(name: str, family: str, raw: bytes, reason: str) -> None:
+    good, bad = EventDecoder(family, 900).decode(raw, NOW)
+    assert good == []
+    assert len(bad) == 1
+    assert bad[0].reason.value == reason, bad[0].error
+    assert bad[0].raw == raw  # the original bytes, untouched
+    assert bad[0].error
+
+
+def test_corpus_is_large_and_distinct() -> None:
+    assert len(CORPUS) >= 20
+    assert len({c[2] for c in CORPUS}) == len(CORPUS)
+
+
+def test_envelope_keeps_good_items_and_isolates_bad_ones() -> None:
+    items = [call(event_id="e1"), call(event_id="e2", channel="fax"), call(event_id="e3")]
+    good, bad = EventDecoder("calls", 900).decode(orjson.dumps(items), NOW)
+    assert [e.event_id for e in good] == ["e1", "e3"]
+    assert len(bad) == 1 and bad[0].index == 1 and bad[0].reason.value == "invalid_enum"
+    assert orjson.loads(bad[0].raw) == items[1]
+
+
+def test_timestamps_are_utc_and_naive_is_rejected() -> None:
+    e = CallEvent.model_validate_json(orjson.dumps(call(ts="2026-11-02T12:00:00+02:00")))
+    assert e.ts.isoformat() == "2026-11-02T10:00:00+00:00"
+
+
+def test_watermark_header_round_trip() -> None:
+    assert parse_watermark(watermark_headers(1234.5)) == 1234.5
+    assert parse_watermark([("callpulse.watermark", b"2026-11-02T10:00:00Z")]) == 1793613600.0
+    assert parse_watermark([("other", b"x")]) is None
+
+
+def _doc_examples() -> list[tuple[str, dict[str, object]]]:
+    text = (REPO / "docs" / "events.md").read_text()
+    out = []
+    for topic, body in re.findall(r"<!-- example: (\w+) -->\s*```json\n(.*?)```", text, re.S):
+        out.append((topic, json.loads(body)))
+    return out
+
+
+def test_docs_have_examples_for_every_topic() -> None:
+    assert {t for t, _ in _doc_examples()} == set(MODEL_BY_FAMILY)
+
+
+def test_every_doc_example_validates_against_exported_schema_and_model(tmp_path: Path) -> None:
+    export_schemas(tmp_path)
+    schemas = {p.name.split(".")[1]: json.loads(p.read_text()) for p in tmp_path.glob("cc.*.v1.json")}
+    assert set(schemas) == {"calls", "tickets", "surveys", "agents", "kpis", "warnings"}
+    for topic, example in _doc_examples():
+        jsonschema.validate(example, schemas[topic])
+        MODEL_BY_FAMILY[topic].model_validate_json(json.dumps(example))
+
+
+def test_exported_schema_rejects_what_the_model_rejects(tmp_path: Path) -> None:
+    export_schemas(tmp_path)
+    schema = json.loads((tmp_path / "cc.calls.v1.json").read_text())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(call(channel="fax"), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(call(quue="x"), schema)
+
+
+def test_validate_command_reports_line_numbers_and_reasons(tmp_path: Path) -> None:
+    f = tmp_path / "calls.jsonl"
+    lines = [orjson.dumps(call(event_id="ok1")), b"{broken", orjson.dumps(call(channel="fax")), orjson.dumps(call())]
+    f.write_bytes(b"\n".join(lines) + b"\n")
+    res = subprocess.run(
+        [sys.executable, "-m", "callpulse", "validate", "--topic", "calls", str(f)], capture_output=True, text=True
+    )
+    assert res.returncode == 1
+    assert f"{f}:2: malformed_json" in res.stdout
+    assert f"{f}:3: invalid_enum" in res.stdout
+    assert "2 valid, 2 invalid" in res.stderr
+    good = tmp_path / "good.jsonl"
+    good.write_bytes(orjson.dumps(call()) + b"\n")
+    assert subprocess.run([sys.executable, "-m", "callpulse", "validate", str(good)]).returncode == 0
+
+
+def test_pseudonyms_are_keyed_stable_and_not_the_value() -> None:
+    a, b = Pseudonymizer("k1"), Pseudonymizer("k2")
+    assert a.token("cust-1") == a.token("cust-1")
+    assert a.token("cust-1") != b.token("cust-1")
+    assert "cust-1" not in (a.token("cust-1") or "")
+    assert a.token("+1 (555) 010-2030", "phone") == a.token("15550102030", "phone")
+    assert a.token(None) is None
+
+
+def test_scrub_removes_emails_and_phone_numbers_but_keeps_words() -> None:
+    text = "call me at +1 555 010 2030 or mail jane.doe@example.com, order 12345"
+    out = scrub_text(text)
+    assert out == "call me at [phone] or mail [email], order 12345"
