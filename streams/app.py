@@ -85,8 +85,6 @@ class KpiWorker:
         raw = {"key_serializer": "raw", "value_serializer": "raw"}
         self.input_channels = {f: app.topic(t, partitions=settings.partitions, **raw) for f, t in inputs.items()}
         self.partials = app.topic(settings.topics.partials, partitions=1, **raw)
-        self.kpis = app.topic(settings.topics.kpis, partitions=settings.partitions, **raw)
-        self.dlq = app.topic(settings.topics.dlq, partitions=settings.partitions, **raw)
         json_schema = faust.Schema(key_serializer="json", value_serializer="json")
         self.state = app.Table("callpulse-state", partitions=settings.partitions, schema=json_schema)
         self.merge_state = app.Table("callpulse-merge", partitions=1, schema=json_schema)
@@ -137,6 +135,7 @@ class KpiWorker:
                 if p not in self.restored:
                     self._restore(p, now)
                 self.metrics.records.labels(topic).inc()
+                self._records_seen += 1
                 src = self.engine.source(topic, p)
                 if offset <= src.upto:
                     self.metrics.events.labels(topic, "replayed").inc()
@@ -191,29 +190,38 @@ class KpiWorker:
                 error=error,
                 dead_lettered_at=at,
             )
-            await self.dlq.send(key=msg.key, value=raw, headers=letter.headers(), force=True)
+            await self._send(self.settings.topics.dlq, msg.key, raw, None, letter.headers())
             self.metrics.dead_letters.labels(msg.topic, reason.value).inc()
         drained = self.engine.drain()
         for m in drained.messages:
-            await self.partials.send(key=m["source"].encode(), value=orjson.dumps(m), force=True)
+            await self._send(self.settings.topics.partials, m["source"].encode(), orjson.dumps(m))
         await self.app.producer.flush()
         for entries in (drained.windows, drained.facts, drained.metas):
             if entries:
-                self._write(self.state, entries)
+                await self._write(self.state, entries)
                 await self.app.producer.flush()
         times = [s.st for s in self.engine.sources() if s.st is not None]
         if times:
             self.metrics.stream_time.set(min(times))
 
-    @staticmethod
-    def _write(table: Any, entries: dict[tuple[int, str], State]) -> None:
+    async def _send(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None, headers: Any = None
+    ) -> None:
+        """Hand a record to the producer's own batching (``flush`` waits for delivery). Faust's
+        buffered ``send_soon`` path moves records one by one, too slow for per-batch state."""
+        await self.app.producer.send(topic, key, value, partition, None, headers)
+
+    async def _write(self, table: Any, entries: dict[tuple[int, str], State]) -> None:
+        """Write table entries to the local store and the changelog, JSON-encoded as the
+        table's codec reads them back on recovery (None = tombstone)."""
+        topic = table.changelog_topic.get_topic_name()
         for (partition, key), value in entries.items():
             if value is None:
                 table.data.pop(key, None)
-                table.send_changelog(partition, key, None, value_serializer="raw")
+                await self._send(topic, orjson.dumps(key), None, partition)
             else:
                 table.data[key] = value
-                table.send_changelog(partition, key, value)
+                await self._send(topic, orjson.dumps(key), orjson.dumps(value), partition)
 
     async def heartbeat(self) -> None:
         async with self.lock:
@@ -221,6 +229,29 @@ class KpiWorker:
             self._sync_assignment(now)
             self.engine.tick(now)
             await self._persist([], now)
+            if now - self._last_report >= 10:
+                self._report(now)
+
+    _last_report = 0.0
+    _records_seen = 0
+
+    def _report(self, now: float) -> None:
+        """One progress line every 10 s: what an operator greps for first."""
+        self._last_report = now
+        times = [s.st for s in self.engine.sources() if s.st is not None]
+        m = self.merger
+        log.info(
+            "progress: records=%d partitions=%s min_stream_time=%s merger_loaded=%s next_window=%s "
+            "sources_reporting=%d/%d pending_windows=%d",
+            self._records_seen,
+            sorted(self.restored),
+            min(times) if times else None,
+            self.merger_loaded,
+            m.s.next_window,
+            len(m.s.closed),
+            len(m.expected),
+            len(m.s.pending),
+        )
 
     # -- stage 2 -------------------------------------------------------------------------------
     async def merge_batch(self, events: Sequence[faust.types.EventT]) -> None:
@@ -235,16 +266,16 @@ class KpiWorker:
             variant = self.settings.sl_default_variant
             for fw in finals:
                 rec = final_record(fw, self.thresholds, variant)
-                await self.kpis.send(key=rec.key().encode(), value=rec.model_dump_json().encode(), force=True)
+                await self._send(self.settings.topics.kpis, rec.key().encode(), rec.model_dump_json().encode())
                 self.metrics.kpi_records.labels(str(fw.size)).inc()
             await self.app.producer.flush()
             if self.merger.s.next_window is not None:
                 self.merger.prune_history(self.merger.s.next_window)
             state = self.merger.drain_state()
             meta = state.pop("meta")
-            self._write(self.merge_state, {(0, k): v for k, v in state.items()})
+            await self._write(self.merge_state, {(0, k): v for k, v in state.items()})
             await self.app.producer.flush()
-            self._write(self.merge_state, {(0, "meta"): meta})
+            await self._write(self.merge_state, {(0, "meta"): meta})
             await self.app.producer.flush()
 
 

@@ -10,12 +10,9 @@ No I/O here; ``to_dict``/``from_dict`` give a compact JSON form for changelogs a
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from ddsketch import DDSketch
-from ddsketch.pb.ddsketch_pb2 import DDSketch as DDSketchMessage
-from ddsketch.pb.proto import DDSketchProto
 
 SKETCH_ACCURACY = 0.01
 
@@ -93,16 +90,44 @@ def new_sketch() -> DDSketch:
     return DDSketch(SKETCH_ACCURACY)
 
 
-def sketch_to_str(sketch: DDSketch) -> str:
-    return base64.b64encode(DDSketchProto.to_proto(sketch).SerializeToString()).decode()
+def sketch_to_state(sketch: DDSketch) -> dict[str, Any]:
+    """Compact JSON form of a DDSketch: its dense store's non-empty key range and totals.
+
+    DDSketch's own protobuf decoding re-adds bins one at a time (thousands of calls per
+    sketch); this form is restored by assignment. It relies on ddsketch 3.x's DenseStore
+    layout (pinned in pyproject; the round trip is property-tested).
+    """
+    store = sketch._store
+    bins: list[float] = []
+    lo = 0
+    if store.count:
+        lo = store.min_key
+        bins = store.bins[store.min_key - store.offset : store.max_key - store.offset + 1]
+    return {
+        "lo": lo,
+        "b": [int(c) if c == int(c) else c for c in bins],
+        "z": sketch._zero_count,
+        "n": sketch._count,
+        "s": sketch._sum,
+        "mn": sketch._min if sketch._count else None,
+        "mx": sketch._max if sketch._count else None,
+    }
 
 
-def sketch_from_str(data: str) -> DDSketch:
-    msg = DDSketchMessage()
-    msg.ParseFromString(base64.b64decode(data))
-    restored = DDSketchProto.from_proto(msg)
+def sketch_from_state(data: dict[str, Any]) -> DDSketch:
     sketch = new_sketch()
-    sketch.merge(restored)
+    bins = [float(c) for c in data["b"]]
+    if bins:
+        store = sketch._store
+        store.bins = bins
+        store.offset = store.min_key = data["lo"]
+        store.max_key = data["lo"] + len(bins) - 1
+        store.count = sum(bins)
+    sketch._zero_count = data["z"]
+    sketch._count = data["n"]
+    sketch._sum = data["s"]
+    if data["n"]:
+        sketch._min, sketch._max = data["mn"], data["mx"]
     return sketch
 
 
@@ -269,7 +294,7 @@ class KpiPartial:
         for name in SKETCHES:
             v = getattr(self, name)
             if v is not None:
-                out[name] = sketch_to_str(v)
+                out[name] = sketch_to_state(v)
         if self.deltas:
             out["deltas"] = {lv: {str(s): d for s, d in series.items()} for lv, series in self.deltas.items()}
         if self.levels:
@@ -291,7 +316,7 @@ class KpiPartial:
         p.not_ready_reasons = dict(data.get("not_ready_reasons", {}))
         for name in SKETCHES:
             if name in data:
-                setattr(p, name, sketch_from_str(data[name]))
+                setattr(p, name, sketch_from_state(data[name]))
         p.deltas = {lv: {int(s): d for s, d in series.items()} for lv, series in data.get("deltas", {}).items()}
         p.levels = {lv: tuple(v) for lv, v in data.get("levels", {}).items()}  # type: ignore[misc]
         p.csat_wait = {b: list(v) for b, v in data.get("csat_wait", {}).items()}

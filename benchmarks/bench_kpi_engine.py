@@ -1,0 +1,163 @@
+"""Throughput of the KPI engine: events/s through one worker process on the real broker.
+
+    python benchmarks/bench_kpi_engine.py [--events 200000] [--partitions 4]
+
+For each record form (one event per Kafka record; envelopes of 100 events) it starts a fresh
+embedded broker, produces the simulated events (a mix of calls, tickets, surveys, agent
+states), then starts one ``callpulse worker`` on the backlog and measures, from the worker's
+own Prometheus counters, events accepted per second from its first to its last processed
+record, plus the worker's peak RSS. It also times the pure engine in-process (no Kafka) for
+reference. Figures are printed as a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from callpulse.config import Settings  # noqa: E402
+from callpulse.embedded import EmbeddedBroker, free_port  # noqa: E402
+from callpulse.simulator import DEFAULT_QUEUES, QueueSpec, SimConfig, simulate  # noqa: E402
+from streams.kafka import EventProducer, ensure_topics  # noqa: E402
+from streams.merge import MergeParams  # noqa: E402
+from streams.pipeline import LocalPipeline  # noqa: E402
+from streams.reference import arrivals_from_events  # noqa: E402
+from streams.sources import EngineParams  # noqa: E402
+from tests.services import WorkerProcess  # noqa: E402
+
+# A large center (about 2,000 calls an hour at the peak): per-window work is then amortised over
+# realistic volumes, as in production; a tiny center replayed fast measures windows, not events.
+LARGE_CENTER = tuple(
+    QueueSpec(q.name, q.channel, q.business_type, q.rate_per_hour * 8, q.aht_s) for q in DEFAULT_QUEUES
+)
+
+
+def events(n: int) -> list:
+    out: list = []
+    day = 0
+    while len(out) < n:
+        start = datetime(2026, 11, 2, tzinfo=UTC) + timedelta(days=day)
+        batch = simulate(
+            SimConfig(
+                start=start,
+                duration=timedelta(hours=24),
+                seed=100 + day,
+                queues=LARGE_CENTER,
+                agents=400,
+                ticket_rate_per_hour=600,
+                customers=200_000,
+            )
+        )
+        end = (start + timedelta(hours=24)).timestamp()
+        out.extend(fe for fe in batch if fe[1].ts.timestamp() < end)
+        day += 1
+    return out[:n]
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    out: dict[str, float] = {}
+    for name in ("callpulse_input_records_total", "callpulse_events_total"):
+        total = sum(float(v) for v in re.findall(rf"^{name}{{[^}}]*}} ([0-9.e+]+)$", text, re.M))
+        out[name] = total
+    out["accepted"] = sum(
+        float(v) for v in re.findall(r'^callpulse_events_total{[^}]*outcome="accepted"[^}]*} ([0-9.e+]+)$', text, re.M)
+    )
+    return out
+
+
+def peak_rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def run_worker(evs: list, partitions: int, envelope: int, logs: Path) -> dict[str, float]:
+    with EmbeddedBroker(log_path=logs / f"tansu-{envelope}.log") as broker:
+        settings = Settings(kafka_bootstrap=broker.bootstrap, partitions=partitions, app_id=f"bench-{envelope}")
+        asyncio.run(ensure_topics(settings))
+
+        async def produce() -> None:
+            async with EventProducer(settings) as p:
+                await p.send_events(evs, envelope)
+
+        t0 = time.perf_counter()
+        asyncio.run(produce())
+        produce_s = time.perf_counter() - t0
+        port = free_port()
+        env = {
+            "CALLPULSE_KAFKA_BOOTSTRAP": broker.bootstrap,
+            "CALLPULSE_PARTITIONS": str(partitions),
+            "CALLPULSE_APP_ID": settings.app_id,
+            "CALLPULSE_METRICS_PORT": str(port),
+            "CALLPULSE_BATCH_MAX": os.environ.get("CALLPULSE_BATCH_MAX", "5000"),
+        }
+        worker = WorkerProcess(env, logs / f"worker-{envelope}.log").start()
+        try:
+            first = last = None
+            accepted_at_first = 0.0
+            deadline = time.monotonic() + 900
+            final = 0.0
+            while time.monotonic() < deadline:
+                time.sleep(0.25)
+                try:
+                    m = scrape(port)
+                except OSError:
+                    continue
+                now = time.perf_counter()
+                if first is None and m["accepted"] > 0:
+                    first, accepted_at_first = now, m["accepted"]
+                if m["accepted"] > final:
+                    final, last = m["accepted"], now
+                if final >= len(evs) * 0.99 and last is not None and now - last > 3:
+                    break
+            rss = peak_rss_mib(worker.proc.pid)  # type: ignore[union-attr]
+        finally:
+            worker.stop()
+        span = (last or 0) - (first or 0)
+        rate = (final - accepted_at_first) / span if span > 0 else float("nan")
+        return {"events": final, "events_per_s": rate, "peak_rss_mib": rss, "produce_s": produce_s}
+
+
+def run_in_process(evs: list, partitions: int) -> dict[str, float]:
+    arrivals = arrivals_from_events(evs, partitions)
+    params = EngineParams()
+    pipe = LocalPipeline(params, MergeParams(60, (60, 900, 3600), params.thresholds), partitions)
+    t0 = time.perf_counter()
+    pipe.feed(arrivals, batch=5000)
+    elapsed = time.perf_counter() - t0
+    return {"events": len(evs), "events_per_s": len(evs) / elapsed}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--envelopes", default="1,100", help="record forms to run: events per record")
+    ap.add_argument("--skip-in-process", action="store_true")
+    args = ap.parse_args()
+    logs = Path(tempfile.mkdtemp(prefix="callpulse-bench-"))
+    evs = events(args.events)
+    print(f"{len(evs)} simulated events (calls, tickets, surveys, agent states); logs in {logs}")
+    rows = [] if args.skip_in_process else [("engine in-process (no Kafka)", run_in_process(evs, args.partitions))]
+    for envelope in (int(x) for x in args.envelopes.split(",")):
+        label = "worker, one event per record" if envelope == 1 else f"worker, envelopes of {envelope}"
+        rows.append((label, run_worker(evs, args.partitions, envelope, logs)))
+    print(f"\n{'path':48} {'events':>9} {'events/s':>10} {'peak RSS MiB':>13}")
+    for label, r in rows:
+        rss = f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else "-"
+        print(f"{label:48} {r['events']:>9.0f} {r['events_per_s']:>10.0f} {rss:>13}")
+
+
+if __name__ == "__main__":
+    main()
