@@ -42,7 +42,7 @@ def run_demo(settings: Settings, duration: float | None) -> int:
         await ensure_topics(settings)
         async with EventProducer(settings) as producer:
             await producer.send_events(events, envelope=100)
-            await producer.send_watermarks(events[-1][1].ts.timestamp() + 600)
+            await producer.send_watermarks((start + timedelta(hours=6)).timestamp() + 180)
         consumer = AIOKafkaConsumer(settings.topics.kpis, **client_kwargs(settings), auto_offset_reset="earliest")
         await consumer.start()
         try:

@@ -380,6 +380,8 @@ class Simulator:
                     self._push(t, "ready", agent)
                 else:
                     self._agent_state(agent, AgentState.logged_out, t)
+        # the period is a snapshot: tickets still open at its end stay open (the backlog)
+        self.out = [fe for fe in self.out if fe[1].ts.timestamp() < self.t1]
         self.out.sort(key=lambda fe: fe[1].ts)
         return self.out
 

@@ -69,7 +69,8 @@ def kpi_record(
         n, total, top2 = p.csat_wait.get(bucket, (0, 0, 0))
         if n:
             csat_by_wait[bucket] = {"responses": n, "mean": total / n, "top2_ratio": top2 / n}
-    return KpiRecord(
+    # Values are computed here from trusted state: construct without re-validating each field.
+    return KpiRecord.model_construct(
         window_size_s=size,
         window_start=datetime.fromtimestamp(start, UTC),
         window_end=datetime.fromtimestamp(start + size, UTC),

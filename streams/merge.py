@@ -140,7 +140,8 @@ class WindowMerger:
             hkey = f"{kind}|{token}|{category}"
             self._dirty.add(f"hist|{hkey}")
             seen = self.s.history.setdefault(hkey, [])
-            seen[:] = [h for h in seen if h[0] >= ts - horizon]
+            if seen and seen[0][0] < ts - horizon:
+                seen[:] = [h for h in seen if h[0] >= ts - horizon]
             repeat = any((h[0], h[1]) < (ts, entity) for h in seen)
             if [ts, entity] not in seen:
                 seen.append([ts, entity])

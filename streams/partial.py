@@ -140,11 +140,11 @@ class KpiPartial:
     ``(start, end, peak)``.
     """
 
-    __slots__ = (*SUMS, *THRESHOLD_SUMS, *MAXES, *DICT_SUMS, *SKETCHES, "deltas", "levels", "csat_wait")
+    # Counters default to the class-level 0 (set below) and live in the instance dict only once
+    # touched: a partial usually holds a handful of the ~40 counters, and merging, serialising
+    # and emptiness checks then iterate only those.
 
     def __init__(self, n_thresholds: int) -> None:
-        for name in SUMS:
-            setattr(self, name, 0)
         self.answered_within = [0] * n_thresholds
         self.abandoned_within = [0] * n_thresholds
         self.longest_wait = None
@@ -178,12 +178,14 @@ class KpiPartial:
         cell[2] += 1 if csat >= 4 else 0
 
     # -- merging ---------------------------------------------------------------------------
+    def _sums(self) -> list[tuple[str, float]]:
+        return [(k, v) for k, v in self.__dict__.items() if k in _SUM_SET and v]
+
     def merge(self, other: KpiPartial) -> KpiPartial:
         """Add ``other`` (same window, another source) into self. Associative, commutative."""
-        for name in SUMS:
-            v = getattr(other, name)
-            if v:
-                setattr(self, name, getattr(self, name) + v)
+        mine = self.__dict__
+        for name, v in other._sums():
+            mine[name] = mine.get(name, 0) + v
         for name in THRESHOLD_SUMS:
             mine, theirs = getattr(self, name), getattr(other, name)
             for i, v in enumerate(theirs):
@@ -247,8 +249,7 @@ class KpiPartial:
 
     def copy(self) -> KpiPartial:
         p = KpiPartial.__new__(KpiPartial)
-        for name in SUMS:
-            setattr(p, name, getattr(self, name))
+        p.__dict__.update(self._sums())
         p.answered_within = list(self.answered_within)
         p.abandoned_within = list(self.abandoned_within)
         p.longest_wait = self.longest_wait
@@ -267,7 +268,7 @@ class KpiPartial:
 
     def is_empty(self) -> bool:
         return not (
-            any(getattr(self, n) for n in SUMS)
+            self._sums()
             or any(any(getattr(self, n)) for n in THRESHOLD_SUMS)
             or self.longest_wait is not None
             or self.deltas
@@ -278,11 +279,7 @@ class KpiPartial:
 
     # -- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name in SUMS:
-            v = getattr(self, name)
-            if v:
-                out[name] = v
+        out: dict[str, Any] = dict(self._sums())
         for name in THRESHOLD_SUMS:
             v = getattr(self, name)
             if any(v):
@@ -306,9 +303,7 @@ class KpiPartial:
     @classmethod
     def from_dict(cls, data: dict[str, Any], n_thresholds: int) -> KpiPartial:
         p = cls(n_thresholds)
-        for name in SUMS:
-            if name in data:
-                setattr(p, name, data[name])
+        p.__dict__.update((k, v) for k, v in data.items() if k in _SUM_SET)
         for name in THRESHOLD_SUMS:
             if name in data:
                 setattr(p, name, list(data[name]))
@@ -321,3 +316,8 @@ class KpiPartial:
         p.levels = {lv: tuple(v) for lv, v in data.get("levels", {}).items()}  # type: ignore[misc]
         p.csat_wait = {b: list(v) for b, v in data.get("csat_wait", {}).items()}
         return p
+
+
+_SUM_SET = frozenset(SUMS)
+for _name in SUMS:
+    setattr(KpiPartial, _name, 0)

@@ -345,12 +345,7 @@ class CallsSource(Source):
         return {
             "seen": {},
             "last": e.ts.timestamp(),
-            "dims": [
-                ALL,
-                dimkey("queue", e.queue),
-                dimkey("channel", e.channel.value),
-                dimkey("business_type", e.business_type),
-            ],
+            "dims": list(self._dims(e.queue, e.channel.value, e.business_type)),
             "open": False,
             "waiting": False,
             "term": False,
@@ -382,15 +377,23 @@ class CallsSource(Source):
         for key in f["dims"]:
             self.part(w, key).add_level(level, second, delta)
 
+    def _dims(self, queue: str, channel: str, business_type: str) -> tuple[str, ...]:
+        cache = self.__dict__.setdefault("_dim_cache", {})
+        k = (queue, channel, business_type)
+        dims = cache.get(k)
+        if dims is None:
+            dims = cache[k] = (
+                ALL,
+                dimkey("queue", queue),
+                dimkey("channel", channel),
+                dimkey("business_type", business_type),
+            )
+        return dims
+
     def apply(self, e: CallEvent, ts: float, f: dict[str, Any]) -> None:
         kind = e.kind
         w = self.window(ts)
-        dims = (
-            ALL,
-            dimkey("queue", e.queue),
-            dimkey("channel", e.channel.value),
-            dimkey("business_type", e.business_type),
-        )
+        dims = self._dims(e.queue, e.channel.value, e.business_type)
         parts = [self.part(w, k) for k in dims] if w is not None else []
         if kind is CallEventKind.offered:
             for p in parts:
@@ -487,6 +490,7 @@ AGENT_STATE_FIELD = {
     AgentState.not_ready: "not_ready_s",
     AgentState.logged_in: "not_ready_s",  # logged in but not yet ready
 }
+_FIELD_BY_STATE = {state.value: name for state, name in AGENT_STATE_FIELD.items()}
 
 
 class AgentsSource(Source):
@@ -512,23 +516,37 @@ class AgentsSource(Source):
         return f["state"] in (None, AgentState.logged_out.value)
 
     def _credit(self, f: dict[str, Any], start: float, end: float) -> None:
-        state = AgentState(f["state"])
-        name = AGENT_STATE_FIELD.get(state)
+        """Add the interval's seconds in the agent's state to every window it overlaps."""
+        state = f["state"]
+        name = _FIELD_BY_STATE.get(state)
         if name is None or end <= start:
             return
-        reason = (f["reason"] or "unspecified") if state is AgentState.not_ready else None
-        if state is AgentState.logged_in:
+        reason = None
+        if state == "not_ready":
+            reason = f["reason"] or "unspecified"
+        elif state == "logged_in":
             reason = "login"
-        keys = [ALL, *(dimkey("queue", q) for q in f["queues"])]
+        keys = self._keys(f["queues"])
         for wstart, secs in split_by_window(start, end, self.p.base):
             w = self.window(wstart)
             if w is None:
                 continue
+            parts = w.parts
             for key in keys:
-                p = self.part(w, key)
+                p = parts.get(key)
+                if p is None:
+                    p = self.part(w, key)
                 setattr(p, name, getattr(p, name) + secs)
                 if reason is not None:
                     p.not_ready_reasons[reason] = p.not_ready_reasons.get(reason, 0) + secs
+
+    def _keys(self, queues: list[str]) -> tuple[str, ...]:
+        cache = self.__dict__.setdefault("_key_cache", {})
+        tq = tuple(queues)
+        keys = cache.get(tq)
+        if keys is None:
+            keys = cache[tq] = (ALL, *(dimkey("queue", q) for q in queues))
+        return keys
 
     def apply(self, e: AgentStateEvent, ts: float, f: dict[str, Any]) -> None:
         if f["since"] is not None and ts < f["since"]:
