@@ -112,3 +112,30 @@ def test_worker_killed_mid_stream_restarts_without_missing_or_doubled_windows(pi
         by_key.setdefault(r.key, set()).add(r.value)
     assert len(by_key) == len(expected)
     assert [k for k, values in by_key.items() if len(values) > 1] == []
+
+
+@pytest.mark.slow
+def test_graceful_restart_mid_stream_loses_nothing(pipeline_factory: Any) -> None:
+    """SIGTERM commits every offset: the restarted worker must recover all state it wrote."""
+    pipe = pipeline_factory(**SETTINGS)
+    arriving = day(6, seed=24)
+    final = max(e.ts.timestamp() for _, e in arriving) + 600
+    half = len(arriving) // 2
+    mid = max(e.ts.timestamp() for _, e in arriving[:half]) - 300
+    n = pipe.settings.partitions
+    arrivals = [
+        *arrivals_from_events(arriving[:half], n),
+        *(Arrival(f, p, watermark=mid) for f in FAMILIES for p in range(n)),
+        *arrivals_from_events(arriving[half:], n, final),
+    ]
+    expected = reference(pipe, arriving, final, arrivals)
+    worker = pipe.start_worker()
+    asyncio.run(produce(pipe, arriving[:half], envelope=20, final=mid))
+    seen = asyncio.run(pipe.read(pipe.topics.kpis, idle_s=3.0, until=lambda recs: len(recs) > 500))
+    assert len(seen) > 500
+    worker.stop()
+    assert not worker.alive()
+    pipe.start_worker()
+    asyncio.run(produce(pipe, arriving[half:], envelope=20, final=final))
+    got = pipe.kpis(until=lambda recs: len({r.key for r in recs}) >= len(expected))
+    assert differences(expected, got) == []
