@@ -240,9 +240,16 @@ class KpiWorker:
         self._last_report = now
         times = [s.st for s in self.engine.sources() if s.st is not None]
         m = self.merger
+        consumer = self.app.consumer
+        read = getattr(consumer, "_read_offset", {})
+        offsets = {
+            f"{tp.topic.rsplit('.', 1)[-1]}:{tp.partition}": (read.get(tp), consumer.highwater(tp))
+            for tp in sorted(consumer.assignment())
+            if tp.topic in self.input_topics or tp.topic == self.settings.topics.partials
+        }
         log.info(
             "progress: records=%d partitions=%s min_stream_time=%s merger_loaded=%s next_window=%s "
-            "sources_reporting=%d/%d pending_windows=%d",
+            "sources_reporting=%d/%d pending_windows=%d read/highwater=%s",
             self._records_seen,
             sorted(self.restored),
             min(times) if times else None,
@@ -251,6 +258,7 @@ class KpiWorker:
             len(m.s.closed),
             len(m.expected),
             len(m.s.pending),
+            offsets,
         )
 
     # -- stage 2 -------------------------------------------------------------------------------

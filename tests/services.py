@@ -141,6 +141,14 @@ class WorkerProcess:
         )
         return self
 
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Until the worker has been assigned partitions and restored their state."""
+        wait_until(
+            lambda: self.log.exists() and "restored" in self.log.read_text(errors="replace"),
+            timeout,
+            what=f"worker ready ({self.log})",
+        )
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
