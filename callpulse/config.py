@@ -40,12 +40,6 @@ class Topics(BaseModel):
         """Input family -> topic name, in a fixed order."""
         return {"calls": self.calls, "tickets": self.tickets, "surveys": self.surveys, "agents": self.agents}
 
-    def family_of(self, topic: str) -> str:
-        for family, name in self.inputs().items():
-            if name == topic:
-                return family
-        raise KeyError(f"{topic!r} is not an input topic")
-
 
 class Settings(BaseSettings):
     """Everything callpulse reads from its environment."""
@@ -90,7 +84,6 @@ class Settings(BaseSettings):
     repeat_complaint_horizon_s: int = 7 * 86_400
     orphan_timeout_s: int = 7_200
     facts_retention_s: int = 86_400
-    sketch_relative_accuracy: float = 0.01
 
     # Personal data
     pii_key: SecretStr = SecretStr("callpulse-dev-key-change-me")

@@ -13,7 +13,6 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -140,7 +139,3 @@ class EventProducer:
                 )
         await self.producer.flush()
         await asyncio.gather(*futures)
-
-
-def dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.partial import LEVELS, KpiPartial
+from streams.partial import KpiPartial
 from streams.sources import split_dimkey
 from streams.windows import floor_to
 
@@ -231,4 +231,4 @@ class WindowMerger:
             self.s.pending = {w: m for w, m in self.s.pending.items() if w >= self.s.next_window}
 
 
-__all__ = ["LEVELS", "FinalWindow", "MergeParams", "WindowMerger"]
+__all__ = ["FinalWindow", "MergeParams", "WindowMerger"]

@@ -4,7 +4,6 @@ testcontainers instead. A missing service is an error, never a skip."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import signal
@@ -176,10 +175,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
             return
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what or predicate}")
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
 
 
 def tmpdir(prefix: str) -> Path:
