@@ -212,7 +212,7 @@ def kpis_recompute(path: Path, fmt: str, watermark_after: float | None, dimensio
                 f(r.csat_mean),
                 str(r.backlog),
             )
-        Console().print(table)
+        Console(width=None if sys.stdout.isatty() else 160).print(table)
     click.echo(json.dumps(counts), err=True)
 
 
