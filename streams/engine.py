@@ -80,6 +80,18 @@ class KpiEngine:
         for src in self.sources():
             src.settle()
 
+    def live(self) -> dict[str, dict[str, float]]:
+        """Running values (not windowed) summed over this worker's partitions, per dimension
+        value: contacts waiting and in progress now, longest current wait, agents per state.
+        Each worker exports its share; Prometheus sums across workers (max for the wait)."""
+        out: dict[str, dict[str, float]] = {}
+        for src in self.sources():
+            for key, values in src.live().items():
+                cell = out.setdefault(key, {})
+                for name, v in values.items():
+                    cell[name] = max(cell.get(name, 0), v) if name == "longest_wait_s" else cell.get(name, 0) + v
+        return out
+
     def drop_partition(self, partition: int) -> None:
         """Forget a revoked partition (its state lives on in the changelog)."""
         self.shards.pop(partition, None)

@@ -328,6 +328,10 @@ class Source:
     def loaded(self) -> None:
         """Rebuild derived indexes after state was restored."""
 
+    def live(self) -> dict[str, dict[str, float]]:
+        """Running values for live gauges (families that have any)."""
+        return {}
+
 
 class CallsSource(Source):
     """Contacts: volumes, waits, service level, handle times, levels, orphans."""
@@ -358,6 +362,21 @@ class CallsSource(Source):
 
     def may_forget(self, f: dict[str, Any]) -> bool:
         return not f["open"]
+
+    def live(self) -> dict[str, dict[str, float]]:
+        """Contacts waiting and in progress now, and the longest current wait, per dimension
+        value, as of this partition's stream time."""
+        out: dict[str, dict[str, float]] = {}
+        now = self.st or 0.0
+        for cid in self.open_ids:
+            f = self.facts[cid]
+            for key in f["dims"]:
+                cell = out.setdefault(key, {"waiting": 0, "in_progress": 0, "longest_wait_s": 0.0})
+                cell["in_progress"] += 1
+                if f["waiting"]:
+                    cell["waiting"] += 1
+                    cell["longest_wait_s"] = max(cell["longest_wait_s"], now - f.get("enq", now))
+        return out
 
     def prune(self, boundary: int) -> None:
         # The survey join reads these facts: keep them until the surveys source has caught up
@@ -404,6 +423,7 @@ class CallsSource(Source):
                 w.firsts.append(["contact", self.pseudo.token(e.customer_id), ts, e.contact_id, "", list(dims)])
             if not f["open"] and not f["term"]:
                 f["open"] = f["waiting"] = True
+                f["enq"] = ts
                 self.open_ids.add(e.contact_id)
                 self._level(f, "in_progress", ts, +1)
                 self._level(f, "waiting", ts, +1)
@@ -514,6 +534,19 @@ class AgentsSource(Source):
 
     def may_forget(self, f: dict[str, Any]) -> bool:
         return f["state"] in (None, AgentState.logged_out.value)
+
+    def live(self) -> dict[str, dict[str, float]]:
+        """Agents in each state now, per dimension value (all and each queue)."""
+        out: dict[str, dict[str, float]] = {}
+        for f in self.facts.values():
+            state = f["state"]
+            if state in (None, AgentState.logged_out.value):
+                continue
+            for key in self._keys(f["queues"]):
+                cell = out.setdefault(key, {})
+                cell[f"agents_{state}"] = cell.get(f"agents_{state}", 0) + 1
+                cell["agents_staffed"] = cell.get("agents_staffed", 0) + 1
+        return out
 
     def _credit(self, f: dict[str, Any], start: float, end: float) -> None:
         """Add the interval's seconds in the agent's state to every window it overlaps."""

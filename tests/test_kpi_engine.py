@@ -113,3 +113,39 @@ def test_idle_heartbeat_closes_windows_without_new_events() -> None:
     latest = max(r.window_end for r in pipe.records).timestamp()
     # every source moved on by the 630 s of idleness: windows up to there are final
     assert latest >= slowest + 630 - 120 - 60
+
+
+def test_live_values_match_an_independent_count() -> None:
+    """Running values for live gauges: contacts waiting / in progress now, agents per state."""
+    events = _day(2, 8)
+    cut = (START + timedelta(hours=1, minutes=30)).timestamp()
+    head = [fe for fe in events if fe[1].ts.timestamp() < cut]  # mid-stream: no final watermark
+    pipe = LocalPipeline(EngineParams(), MergeParams(60, (60,), (20, 30)), 4)
+    pipe.feed(arrivals_from_events(head, 4))
+    live = pipe.engine.live()
+
+    contacts: dict[str, dict] = {}
+    agents: dict[str, str] = {}
+    for family, e in head:
+        if family == "calls":
+            c = contacts.setdefault(e.contact_id, {"queue": e.queue, "kinds": set()})
+            c["kinds"].add(e.kind.value)
+        elif family == "agents":
+            agents[e.agent_id] = e.state.value
+    waiting = {
+        q: sum(1 for c in contacts.values() if c["queue"] == q and "offered" in c["kinds"]
+               and not c["kinds"] & {"answered", "abandoned", "ended"})
+        for q in {c["queue"] for c in contacts.values()}
+    }  # fmt: skip
+    in_progress = sum(
+        1 for c in contacts.values() if "offered" in c["kinds"] and not c["kinds"] & {"abandoned", "ended"}
+    )
+    for q, n in waiting.items():
+        assert live.get(f"queue\t{q}", {}).get("waiting", 0) == n, q
+    assert live["all\t"]["in_progress"] == in_progress
+    assert in_progress > 0
+    staffed = sum(1 for s in agents.values() if s != "logged_out")
+    assert live["all\t"]["agents_staffed"] == staffed
+    assert live["all\t"].get("agents_busy", 0) == sum(1 for s in agents.values() if s == "busy")
+    if live["all\t"]["waiting"]:
+        assert 0 < live["all\t"]["longest_wait_s"] < 3600
