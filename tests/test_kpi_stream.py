@@ -80,10 +80,11 @@ def test_two_workers_in_one_group_equal_batch_reference(pipeline_factory: Any) -
     assert all(w.alive() for w in pipe.workers)
 
 
-@pytest.mark.slow
-def test_worker_killed_mid_stream_restarts_without_missing_or_doubled_windows(pipeline_factory: Any) -> None:
+def restart_mid_stream(pipeline_factory: Any, seed: int, crash: bool) -> tuple[Any, dict[str, Any]]:
+    """Run half a day, stop the worker (SIGKILL when ``crash``, else SIGTERM) once it has emitted
+    final windows, start a new one, run the rest; return the pipeline and the expected records."""
     pipe = pipeline_factory(**SETTINGS)
-    arriving = day(6, seed=23)
+    arriving = day(6, seed=seed)
     final = max(e.ts.timestamp() for _, e in arriving) + 600
     half = len(arriving) // 2
     # after the first half the source adapter sends a watermark, as a live one does periodically
@@ -97,12 +98,21 @@ def test_worker_killed_mid_stream_restarts_without_missing_or_doubled_windows(pi
     expected = reference(pipe, arriving, final, arrivals)
     worker = pipe.start_worker()
     asyncio.run(produce(pipe, arriving[:half], envelope=20, final=mid))
-    # wait until the worker has emitted final windows, then crash it (SIGKILL: nothing flushed)
     seen = asyncio.run(pipe.read(pipe.topics.kpis, idle_s=0.5, until=lambda recs: len(recs) > 500))
     assert len(seen) > 500
-    worker.kill()
+    if crash:
+        worker.kill()  # nothing flushed
+    else:
+        worker.stop()  # every offset committed
+        assert not worker.alive()
     pipe.start_worker()
     asyncio.run(produce(pipe, arriving[half:], envelope=20, final=final))
+    return pipe, expected
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_stream_restarts_without_missing_or_doubled_windows(pipeline_factory: Any) -> None:
+    pipe, expected = restart_mid_stream(pipeline_factory, seed=23, crash=True)
     got = pipe.kpis(until=lambda recs: len({r.key for r in recs}) >= len(expected))
     assert differences(expected, got) == []
     # none doubled: a record sent again after the crash (at-least-once) is identical to the first
@@ -117,25 +127,6 @@ def test_worker_killed_mid_stream_restarts_without_missing_or_doubled_windows(pi
 @pytest.mark.slow
 def test_graceful_restart_mid_stream_loses_nothing(pipeline_factory: Any) -> None:
     """SIGTERM commits every offset: the restarted worker must recover all state it wrote."""
-    pipe = pipeline_factory(**SETTINGS)
-    arriving = day(6, seed=24)
-    final = max(e.ts.timestamp() for _, e in arriving) + 600
-    half = len(arriving) // 2
-    mid = max(e.ts.timestamp() for _, e in arriving[:half]) - 300
-    n = pipe.settings.partitions
-    arrivals = [
-        *arrivals_from_events(arriving[:half], n),
-        *(Arrival(f, p, watermark=mid) for f in FAMILIES for p in range(n)),
-        *arrivals_from_events(arriving[half:], n, final),
-    ]
-    expected = reference(pipe, arriving, final, arrivals)
-    worker = pipe.start_worker()
-    asyncio.run(produce(pipe, arriving[:half], envelope=20, final=mid))
-    seen = asyncio.run(pipe.read(pipe.topics.kpis, idle_s=3.0, until=lambda recs: len(recs) > 500))
-    assert len(seen) > 500
-    worker.stop()
-    assert not worker.alive()
-    pipe.start_worker()
-    asyncio.run(produce(pipe, arriving[half:], envelope=20, final=final))
+    pipe, expected = restart_mid_stream(pipeline_factory, seed=24, crash=False)
     got = pipe.kpis(until=lambda recs: len({r.key for r in recs}) >= len(expected))
     assert differences(expected, got) == []
