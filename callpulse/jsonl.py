@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 from pydantic import ValidationError
 
-from schemas.codec import describe, family_of_item, reason_for
+from schemas.codec import describe, family_of_item, parse_event_time, reason_for
 from schemas.events import MODEL_BY_FAMILY, EventBase
 from schemas.records import DeadLetterReason
 
@@ -39,8 +38,7 @@ def parse_line(number: int, raw: bytes, family: str | None = None) -> Line:
     if not isinstance(item, dict):
         return Line(number, family, reason=DeadLetterReason.not_an_object, error="line is not a JSON object", raw=raw)
     if "watermark" in item and "event_id" not in item:
-        ts = datetime.fromisoformat(str(item["watermark"]).replace("Z", "+00:00"))
-        return Line(number, watermark=(ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp(), raw=raw)
+        return Line(number, watermark=parse_event_time(str(item["watermark"])), raw=raw)
     if "event" in item and "topic" in item:
         family = str(item["topic"]).removeprefix("cc.")
         item = item["event"]

@@ -157,15 +157,17 @@ def parse_watermark(headers: Any) -> float | None:
     items = headers.items() if isinstance(headers, dict) else headers
     for key, value in items:
         if key == WATERMARK_HEADER:
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            try:
-                return float(text)
-            except ValueError:
-                ts = datetime.fromisoformat(text)
-                if ts.tzinfo is None:
-                    ts = ts.replace(tzinfo=UTC)
-                return ts.timestamp()
+            return parse_event_time(value.decode() if isinstance(value, bytes) else str(value))
     return None
+
+
+def parse_event_time(text: str) -> float:
+    """Epoch seconds from ``1793613600.0`` or ISO 8601 (``Z`` allowed; no zone means UTC)."""
+    try:
+        return float(text)
+    except ValueError:
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
 
 
 def watermark_headers(ts: float) -> list[tuple[str, bytes]]:

@@ -23,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -81,6 +83,8 @@ class KpiWorker:
         self.lock = asyncio.Lock()
         self.restored: set[int] = set()
         self.merger_loaded = False
+        self._last_report = 0.0
+        self._records_seen = 0
 
         raw = {"key_serializer": "raw", "value_serializer": "raw"}
         self.input_channels = {f: app.topic(t, partitions=settings.partitions, **raw) for f, t in inputs.items()}
@@ -129,16 +133,16 @@ class KpiWorker:
             started = time.perf_counter()
             now = time.time()
             dead: list[Letter] = []
+            tally: Counter[tuple[str, str]] = Counter()  # (topic, outcome) -> events this batch
             for ev in events:
                 msg = ev.message
                 topic, p, offset = msg.topic, msg.partition, msg.offset
                 if p not in self.restored:
                     self._restore(p, now)
-                self.metrics.records.labels(topic).inc()
-                self._records_seen += 1
+                tally[(topic, "record")] += 1
                 src = self.engine.source(topic, p)
                 if offset <= src.upto:
-                    self.metrics.events.labels(topic, "replayed").inc()
+                    tally[(topic, "replayed")] += 1
                     continue
                 wm = parse_watermark(msg.headers)
                 if wm is not None:
@@ -148,18 +152,26 @@ class KpiWorker:
                 for b in bad:
                     dead.append((msg, b.raw, b.index, b.reason, b.error))
                 out = self.engine.record(topic, p, offset, good, now)
-                m = self.metrics.events
-                m.labels(topic, "accepted").inc(out.accepted)
-                if out.duplicates:
-                    m.labels(topic, "duplicate").inc(out.duplicates)
-                if bad:
-                    m.labels(topic, "invalid").inc(len(bad))
+                tally[(topic, "accepted")] += out.accepted
+                tally[(topic, "duplicate")] += out.duplicates
+                tally[(topic, "invalid")] += len(bad)
+                tally[(topic, "late")] += len(out.late)
                 if out.late:
-                    m.labels(topic, "late").inc(len(out.late))
                     dead.extend(self._late_letters(msg, out.late))
+            self._count(tally)
             self.engine.settle()
             await self._persist(dead, now)
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    def _count(self, tally: Counter[tuple[str, str]]) -> None:
+        for (topic, outcome), n in tally.items():
+            if not n:
+                continue
+            if outcome == "record":
+                self.metrics.records.labels(topic).inc(n)
+                self._records_seen += n
+            else:
+                self.metrics.events.labels(topic, outcome).inc(n)
 
     def _late_letters(self, msg: Any, late: list[EventBase]) -> list[Letter]:
         """Dead letters for late events, with their original bytes (an envelope's item)."""
@@ -177,8 +189,6 @@ class KpiWorker:
         return out
 
     async def _persist(self, dead: list[Letter], now: float) -> None:
-        from datetime import UTC, datetime
-
         at = datetime.fromtimestamp(now, UTC)
         for msg, raw, index, reason, error in dead:
             letter = DeadLetter(
@@ -231,9 +241,6 @@ class KpiWorker:
             await self._persist([], now)
             if now - self._last_report >= 10:
                 self._report(now)
-
-    _last_report = 0.0
-    _records_seen = 0
 
     def _report(self, now: float) -> None:
         """One progress line every 10 s: what an operator greps for first."""

@@ -153,6 +153,7 @@ class Source:
         self.messages: list[dict[str, Any]] = []
         self.meta_dirty = False
         self.pseudo = Pseudonymizer(params.pii_key)
+        self._dim_cache: dict[tuple[tuple[str, str | None], ...], tuple[str, ...]] = {}
 
     # -- entry points --------------------------------------------------------------------------
     def record(self, offset: int, events: list[EventBase], now: float | None = None) -> Outcome:
@@ -280,6 +281,14 @@ class Source:
         self.dirty_windows.add(start)
         return w
 
+    def dims(self, *pairs: tuple[str, str | None]) -> tuple[str, ...]:
+        """``all`` plus a key per (dimension, value) with a value; cached, since a source sees
+        few distinct combinations and builds them for every event."""
+        keys = self._dim_cache.get(pairs)
+        if keys is None:
+            keys = self._dim_cache[pairs] = (ALL, *(dimkey(d, v) for d, v in pairs if v))
+        return keys
+
     def part(self, w: OpenWindow, key: str) -> KpiPartial:
         p = w.parts.get(key)
         if p is None:
@@ -349,7 +358,7 @@ class CallsSource(Source):
         return {
             "seen": {},
             "last": e.ts.timestamp(),
-            "dims": list(self._dims(e.queue, e.channel.value, e.business_type)),
+            "dims": list(self._event_dims(e)),
             "open": False,
             "waiting": False,
             "term": False,
@@ -396,23 +405,13 @@ class CallsSource(Source):
         for key in f["dims"]:
             self.part(w, key).add_level(level, second, delta)
 
-    def _dims(self, queue: str, channel: str, business_type: str) -> tuple[str, ...]:
-        cache = self.__dict__.setdefault("_dim_cache", {})
-        k = (queue, channel, business_type)
-        dims = cache.get(k)
-        if dims is None:
-            dims = cache[k] = (
-                ALL,
-                dimkey("queue", queue),
-                dimkey("channel", channel),
-                dimkey("business_type", business_type),
-            )
-        return dims
+    def _event_dims(self, e: CallEvent) -> tuple[str, ...]:
+        return self.dims(("queue", e.queue), ("channel", e.channel.value), ("business_type", e.business_type))
 
     def apply(self, e: CallEvent, ts: float, f: dict[str, Any]) -> None:
         kind = e.kind
         w = self.window(ts)
-        dims = self._dims(e.queue, e.channel.value, e.business_type)
+        dims = self._event_dims(e)
         parts = [self.part(w, k) for k in dims] if w is not None else []
         if kind is CallEventKind.offered:
             for p in parts:
@@ -542,7 +541,7 @@ class AgentsSource(Source):
             state = f["state"]
             if state in (None, AgentState.logged_out.value):
                 continue
-            for key in self._keys(f["queues"]):
+            for key in self._queue_dims(f["queues"]):
                 cell = out.setdefault(key, {})
                 cell[f"agents_{state}"] = cell.get(f"agents_{state}", 0) + 1
                 cell["agents_staffed"] = cell.get("agents_staffed", 0) + 1
@@ -559,7 +558,7 @@ class AgentsSource(Source):
             reason = f["reason"] or "unspecified"
         elif state == "logged_in":
             reason = "login"
-        keys = self._keys(f["queues"])
+        keys = self._queue_dims(f["queues"])
         for wstart, secs in split_by_window(start, end, self.p.base):
             w = self.window(wstart)
             if w is None:
@@ -573,13 +572,8 @@ class AgentsSource(Source):
                 if reason is not None:
                     p.not_ready_reasons[reason] = p.not_ready_reasons.get(reason, 0) + secs
 
-    def _keys(self, queues: list[str]) -> tuple[str, ...]:
-        cache = self.__dict__.setdefault("_key_cache", {})
-        tq = tuple(queues)
-        keys = cache.get(tq)
-        if keys is None:
-            keys = cache[tq] = (ALL, *(dimkey("queue", q) for q in queues))
-        return keys
+    def _queue_dims(self, queues: list[str]) -> tuple[str, ...]:
+        return self.dims(*(("queue", q) for q in queues))
 
     def apply(self, e: AgentStateEvent, ts: float, f: dict[str, Any]) -> None:
         if f["since"] is not None and ts < f["since"]:
@@ -619,13 +613,11 @@ class TicketsSource(Source):
             "last": e.ts.timestamp(),
             "open": False,
             "fr": False,
-            "dims": [
-                ALL,
-                dimkey("queue", e.team),
-                dimkey("channel", e.channel.value),
-                dimkey("business_type", e.business_type),
-            ],
+            "dims": list(self._event_dims(e)),
         }
+
+    def _event_dims(self, e: TicketEvent) -> tuple[str, ...]:
+        return self.dims(("queue", e.team), ("channel", e.channel.value), ("business_type", e.business_type))
 
     def may_forget(self, f: dict[str, Any]) -> bool:
         return not f["open"]
@@ -637,12 +629,7 @@ class TicketsSource(Source):
 
     def apply(self, e: TicketEvent, ts: float, f: dict[str, Any]) -> None:
         w = self.window(ts)
-        dims = [
-            ALL,
-            dimkey("queue", e.team),
-            dimkey("channel", e.channel.value),
-            dimkey("business_type", e.business_type),
-        ]
+        dims = self._event_dims(e)
         parts = [self.part(w, k) for k in dims] if w is not None else []
         kind = e.kind
         age = ts - e.created_at.timestamp()
@@ -703,15 +690,12 @@ class SurveysSource(Source):
         w = self.window(ts)
         if w is None:
             return
-        dims = [ALL]
-        if e.queue:
-            dims.append(dimkey("queue", e.queue))
-        if e.channel:
-            dims.append(dimkey("channel", e.channel.value))
-        if e.business_type:
-            dims.append(dimkey("business_type", e.business_type))
-        if e.agent_id:
-            dims.append(dimkey("agent", e.agent_id))
+        dims = self.dims(
+            ("queue", e.queue),
+            ("channel", e.channel.value if e.channel else None),
+            ("business_type", e.business_type),
+            ("agent", e.agent_id),
+        )
         for key in dims:
             p = self.part(w, key)
             p.survey_responses += 1

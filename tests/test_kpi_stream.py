@@ -47,35 +47,31 @@ async def produce(pipe: Any, items: list[tuple[str, Any]], envelope: int, final:
             await prod.send_watermarks(final)
 
 
-def last_window(expected: dict[str, Any]) -> Any:
-    """Stop reading once the last expected window has arrived."""
-    last = max(expected).encode() if expected else b""
-    return lambda recs: any(r.key == last for r in recs)
+def stream_day(pipeline_factory: Any, hours: float, seed: int, workers: int, envelope: int) -> tuple[Any, Any, Any]:
+    """Produce a simulated period to ``workers`` workers; return the pipeline, the batch
+    reference and what the stream emitted."""
+    pipe = pipeline_factory(**SETTINGS)
+    arriving = day(hours, seed=seed)
+    final = max(e.ts.timestamp() for _, e in arriving) + 600
+    expected = reference(pipe, arriving, final)
+    for _ in range(workers):
+        pipe.start_worker()
+    asyncio.run(produce(pipe, arriving, envelope=envelope, final=final))
+    got = pipe.kpis(until=lambda recs: len(recs) >= len(expected))
+    return pipe, expected, got
 
 
 @pytest.mark.slow
 def test_one_worker_day_equals_batch_reference(pipeline_factory: Any) -> None:
-    pipe = pipeline_factory(**SETTINGS)
-    arriving = day(24, seed=21)
-    final = max(e.ts.timestamp() for _, e in arriving) + 600
-    expected = reference(pipe, arriving, final)
+    _, expected, got = stream_day(pipeline_factory, hours=24, seed=21, workers=1, envelope=50)
     assert len(expected) > 20_000
-    pipe.start_worker()
-    asyncio.run(produce(pipe, arriving, envelope=50, final=final))
-    got = pipe.kpis(until=lambda recs: len(recs) >= len(expected))
     assert differences(expected, got) == []
 
 
 @pytest.mark.slow
 def test_two_workers_in_one_group_equal_batch_reference(pipeline_factory: Any) -> None:
-    pipe = pipeline_factory(**SETTINGS)
-    arriving = day(6, seed=22)
-    final = max(e.ts.timestamp() for _, e in arriving) + 600
-    expected = reference(pipe, arriving, final)
-    pipe.start_worker()
-    pipe.start_worker()
-    asyncio.run(produce(pipe, arriving, envelope=1, final=final))  # single-event records
-    got = pipe.kpis(until=lambda recs: len(recs) >= len(expected))
+    # single-event records
+    pipe, expected, got = stream_day(pipeline_factory, hours=6, seed=22, workers=2, envelope=1)
     assert differences(expected, got) == []
     assert all(w.alive() for w in pipe.workers)
 
