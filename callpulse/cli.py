@@ -106,6 +106,82 @@ def worker(loglevel: str) -> None:
 
 
 @main.command()
+@click.option("--loglevel", default="info")
+def sink(loglevel: str) -> None:
+    """Run the ClickHouse sink (own consumer group; applies migrations first)."""
+    import faust
+
+    from sinks.app import create_sink_app
+    from sinks.metrics import SinkMetrics
+    from streams.kafka import ensure_topics
+
+    settings = Settings()
+    asyncio.run(ensure_topics(settings))
+    metrics = SinkMetrics()
+    if settings.sink_metrics_port:
+        metrics.serve(settings.sink_metrics_port)
+    app, _ = create_sink_app(settings, metrics)
+    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+# -- ClickHouse -----------------------------------------------------------------------------------
+@main.group()
+def db() -> None:
+    """The ClickHouse store (server from CALLPULSE_CLICKHOUSE_DSN, else embedded chdb)."""
+
+
+@db.command("migrate")
+def db_migrate() -> None:
+    """Apply pending schema migrations (idempotent; the sink also runs them on start)."""
+    from sinks.clickhouse_client import connect
+    from sinks.schema import migrate
+
+    settings = Settings()
+    client = connect(settings)
+    try:
+        applied = migrate(client, settings.clickhouse_database, settings.raw_retention_days)
+    finally:
+        client.close()
+    click.echo(f"{client.description}: " + (f"applied {', '.join(applied)}" if applied else "up to date"))
+
+
+@main.command()
+@click.argument("sql")
+@click.option("--format", "fmt", type=click.Choice(["table", "tsv", "jsonl"]), default="table")
+def query(sql: str, fmt: str) -> None:
+    """Run SQL on the configured ClickHouse and print the result (database: callpulse)."""
+    from sinks.clickhouse_client import connect
+
+    settings = Settings()
+    try:
+        client = connect(settings)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        result = client.execute(sql)
+    except Exception as exc:
+        raise click.ClickException(str(exc).splitlines()[0]) from exc
+    finally:
+        client.close()
+    if fmt == "jsonl":
+        for row in result.dicts():
+            click.echo(json.dumps(row, default=str))
+    elif fmt == "tsv":
+        click.echo("\t".join(result.columns))
+        for row in result.rows:
+            click.echo("\t".join("" if v is None else str(v) for v in row))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*result.columns)
+        for row in result.rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        Console(width=None if sys.stdout.isatty() else 200).print(table)
+        click.echo(f"{len(result.rows)} rows", err=True)
+
+
+@main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--envelope", type=int, default=1, show_default=True, help="events per Kafka record")
 @click.option(

@@ -65,7 +65,19 @@ class Settings(BaseSettings):
 
     # ClickHouse
     clickhouse_dsn: str | None = Field(default=None, description="clickhouse://...; empty = embedded chdb")
-    data_dir: Path = Path("var")
+    clickhouse_database: str = Field(default="callpulse", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    data_dir: Path = Field(default=Path("var"), description="embedded data (chdb under <data_dir>/chdb)")
+    raw_retention_days: int | None = Field(
+        default=None, ge=1, description="TTL of the raw event tables (servers >= 20.1); empty = keep"
+    )
+    sink_batch_records: int = Field(default=5_000, ge=1, description="Kafka records the sink takes per batch")
+    sink_batch_rows: int = Field(default=50_000, ge=1, description="rows per ClickHouse insert, at most")
+    sink_flush_interval_s: float = Field(default=1.0, gt=0, description="insert at least this often when data waits")
+    sink_max_backoff_s: float = Field(default=30.0, gt=0, description="longest pause between insert retries")
+    sink_metrics_port: int = 9465
+    test_kill_after_inserts: int | None = Field(
+        default=None, description="fault injection for tests: SIGKILL the sink after this many acknowledged inserts"
+    )
 
     # Prometheus
     metrics_port: int = 9464
@@ -111,6 +123,15 @@ class Settings(BaseSettings):
     @cached_property
     def base_window_s(self) -> int:
         return self.window_sizes_s[0]
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.data_dir / "chdb"
+
+    @property
+    def sink_app_id(self) -> str:
+        """The sink's own consumer group: the BI store never holds back the real-time path."""
+        return f"{self.app_id}-sink"
 
     def kafka_url(self) -> str:
         return f"kafka://{self.bootstrap()}"

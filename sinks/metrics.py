@@ -39,3 +39,42 @@ class WorkerMetrics:
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)
+
+
+class SinkMetrics:
+    """Metrics of the ClickHouse sink (its own process and registry)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.rows = Counter(
+            "callpulse_sink_rows_total", "Rows ClickHouse acknowledged, by table", ["table"], registry=r
+        )
+        self.skipped = Counter(
+            "callpulse_sink_skipped_total",
+            "Records not written: invalid (the worker dead-letters them) or duplicate within a batch",
+            ["topic", "reason"],
+            registry=r,
+        )
+        self.insert_seconds = Histogram(
+            "callpulse_sink_insert_duration_seconds",
+            "Time of one acknowledged insert",
+            ["table"],
+            registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.errors = Counter(
+            "callpulse_sink_errors_total", "Failed insert attempts (each is retried)", ["table"], registry=r
+        )
+        self.last_success = Gauge(
+            "callpulse_sink_last_success_timestamp_seconds",
+            "Wall time of the last acknowledged insert, by table",
+            ["table"],
+            registry=r,
+        )
+        self.failing = Gauge(
+            "callpulse_sink_failing", "1 while inserts fail and consumption is paused, else 0", registry=r
+        )
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        start_http_server(port, addr=addr, registry=self.registry)

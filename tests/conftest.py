@@ -86,6 +86,14 @@ class Pipeline:
         self.workers.append(w)
         return w
 
+    def start_sink(self, **env: str) -> WorkerProcess:
+        """A ``callpulse sink`` for this pipeline; ``env``: its ClickHouse settings."""
+        full = {**self.env(), "CALLPULSE_SINK_FLUSH_INTERVAL_S": "0.5", **env}
+        log = self.logs / f"{self.settings.app_id}-sink{len(self.workers)}.log"
+        w = WorkerProcess(full, log, command="sink").start()
+        self.workers.append(w)
+        return w
+
     def stop(self) -> None:
         for w in self.workers:
             w.stop()

@@ -122,16 +122,19 @@ class ClickHouseServer:
 
 
 class WorkerProcess:
-    """A ``callpulse worker`` in its own process group, configured by environment."""
+    """A ``callpulse worker`` (or ``sink``) in its own process group, configured by environment."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    READY = {"worker": "restored", "sink": "migrations applied"}
+
+    def __init__(self, env: dict[str, str], log: Path, command: str = "worker") -> None:
         self.env = {**os.environ, **env}
         self.log = log
+        self.command = command
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "callpulse", "worker", "--loglevel", "info"],
+            [sys.executable, "-m", "callpulse", self.command, "--loglevel", "info"],
             env=self.env,
             cwd=REPO,
             stdout=open(self.log, "ab"),  # noqa: SIM115
@@ -141,12 +144,20 @@ class WorkerProcess:
         return self
 
     def wait_ready(self, timeout: float = 90.0) -> None:
-        """Until the worker has been assigned partitions and restored their state."""
+        """Until the worker has been assigned partitions and restored their state (a sink: has
+        connected to ClickHouse and applied the migrations)."""
+        marker = self.READY[self.command]
         wait_until(
-            lambda: self.log.exists() and "restored" in self.log.read_text(errors="replace"),
+            lambda: self.log.exists() and marker in self.log.read_text(errors="replace"),
             timeout,
-            what=f"worker ready ({self.log})",
+            what=f"{self.command} ready ({self.log})",
         )
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the process (Linux /proc)."""
+        assert self.proc is not None
+        pages = int(Path(f"/proc/{self.proc.pid}/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -1,0 +1,100 @@
+-- Final KPI windows (topic cc.kpis): one row per window size x window start x dimension value,
+-- every KPI a column (definitions: docs/kpis.md). Ratios are 0..1 and NULL when the
+-- denominator is zero. A re-delivered window replaces its earlier copy (same sorting key; the
+-- newest Kafka offset wins): never a SummingMergeTree of partials, which double-counts replays.
+-- Maps of the Kafka record are parallel arrays (servers before 21.1 have no Map type):
+-- sl_threshold_s[i] goes with answered_within[i], abandoned_within[i], service_level_at[i].
+
+CREATE TABLE IF NOT EXISTS $db.kpi_window
+(
+    window_size_s UInt32,
+    window_start $datetime,
+    window_end $datetime,
+    dimension $lc,
+    dimension_value String,
+
+    offered UInt64,
+    answered UInt64,
+    abandoned UInt64,
+    short_abandoned UInt64,
+    answer_rate Nullable(Float64),
+    abandon_rate Nullable(Float64),
+    abandon_rate_excl_short Nullable(Float64),
+    sl_threshold_s Array(UInt32),
+    answered_within Array(UInt64),
+    abandoned_within Array(UInt64),
+    service_level_at Array(Nullable(Float64)),
+    service_level Nullable(Float64),
+    service_level_variant Array(String),
+    service_level_variant_value Array(Nullable(Float64)),
+    asa_seconds Nullable(Float64),
+    avg_abandon_wait_seconds Nullable(Float64),
+    longest_wait_seconds Nullable(Float64),
+    handled UInt64,
+    aht_seconds Nullable(Float64),
+    avg_talk_seconds Nullable(Float64),
+    avg_hold_seconds Nullable(Float64),
+    avg_acw_seconds Nullable(Float64),
+    hold_rate Nullable(Float64),
+    transferred UInt64,
+    transfer_rate Nullable(Float64),
+    rona UInt64,
+    orphaned UInt64,
+    waiting_at_end UInt64,
+    in_progress_at_end UInt64,
+    peak_concurrent UInt64,
+    offered_identified UInt64,
+    repeat_contacts UInt64,
+    repeat_contact_rate Nullable(Float64),
+
+    staffed_agents Nullable(Float64),
+    logged_in_seconds Float64,
+    ready_seconds Float64,
+    busy_seconds Float64,
+    acw_state_seconds Float64,
+    not_ready_seconds Float64,
+    not_ready_reason Array(String),
+    not_ready_reason_seconds Array(Float64),
+    occupancy Nullable(Float64),
+    utilization Nullable(Float64),
+
+    tickets_created UInt64,
+    tickets_first_responses UInt64,
+    first_response_p50_seconds Nullable(Float64),
+    first_response_p90_seconds Nullable(Float64),
+    first_response_p95_seconds Nullable(Float64),
+    tickets_resolved UInt64,
+    resolution_p50_seconds Nullable(Float64),
+    resolution_p90_seconds Nullable(Float64),
+    resolution_p95_seconds Nullable(Float64),
+    sla_evaluated UInt64,
+    sla_breached UInt64,
+    sla_breach_rate Nullable(Float64),
+    tickets_reopened UInt64,
+    reopen_rate Nullable(Float64),
+    tickets_closed UInt64,
+    backlog UInt64,
+    repeat_complaints UInt64,
+
+    survey_responses UInt64,
+    csat_responses UInt64,
+    csat_mean Nullable(Float64),
+    csat_top2_ratio Nullable(Float64),
+    nps_responses UInt64,
+    nps Nullable(Float64),
+    ces_responses UInt64,
+    ces_mean Nullable(Float64),
+    csat_wait_bucket Array(String),
+    csat_wait_responses Array(UInt64),
+    csat_wait_mean Array(Nullable(Float64)),
+    csat_wait_top2_ratio Array(Nullable(Float64)),
+
+    schema_version UInt8,
+    kafka_partition UInt32,
+    kafka_offset UInt64,
+    ingested_at DateTime('UTC')
+)
+ENGINE = ReplacingMergeTree(kafka_offset)
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (window_size_s, dimension, dimension_value, window_start)
+SETTINGS index_granularity = 8192$dedup_window;
