@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -98,9 +99,9 @@ def worker(loglevel: str) -> None:
 
     settings = Settings()
     asyncio.run(ensure_topics(settings))
-    metrics = WorkerMetrics()
+    metrics = WorkerMetrics(thresholds=settings.sl_thresholds_s, max_values=settings.metrics_max_label_values)
     if settings.metrics_port:
-        metrics.serve(settings.metrics_port)
+        metrics.serve(settings.metrics_port, settings.metrics_host)
     app, _ = create_app(settings, metrics)
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
@@ -119,7 +120,7 @@ def sink(loglevel: str) -> None:
     asyncio.run(ensure_topics(settings))
     metrics = SinkMetrics()
     if settings.sink_metrics_port:
-        metrics.serve(settings.sink_metrics_port)
+        metrics.serve(settings.sink_metrics_port, settings.metrics_host)
     app, _ = create_sink_app(settings, metrics)
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
@@ -293,12 +294,35 @@ def kpis_recompute(path: Path, fmt: str, watermark_after: float | None, dimensio
 
 
 # -- data -----------------------------------------------------------------------------------------
+def _incident(text: str, start: str) -> Any:
+    """``kind:queue:start_hours:duration_hours[:factor]``, hours from the simulation start."""
+    from datetime import datetime, timedelta
+
+    from callpulse.simulator import Incident
+
+    parts = text.split(":")
+    if len(parts) not in (4, 5) or parts[0] not in ("surge", "staffing_drop", "outage"):
+        raise click.BadParameter(
+            f"{text!r}: expected kind:queue:start_h:duration_h[:factor], kind surge|staffing_drop|outage"
+        )
+    t0 = datetime.fromisoformat(start) + timedelta(hours=float(parts[2]))
+    factor = float(parts[4]) if len(parts) == 5 else (2.0 if parts[0] == "surge" else 0.3)
+    return Incident(parts[0], parts[1] or None, t0, t0 + timedelta(hours=float(parts[3])), factor)
+
+
 @main.command()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--hours", type=float, default=12.0, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--start", default="2026-11-02T07:00:00+00:00", show_default=True)
-def simulate(out: Path, hours: float, seed: int, start: str) -> None:
+@click.option(
+    "--incident",
+    "incidents",
+    multiple=True,
+    help="inject kind:queue:start_h:duration_h[:factor], e.g. surge:billing:3:1:2.5 (queue empty = all)",
+)
+@click.option("--labels", type=click.Path(dir_okay=False, path_type=Path), default=None, help="write incident labels")
+def simulate(out: Path, hours: float, seed: int, start: str, incidents: tuple[str, ...], labels: Path | None) -> None:
     """Simulate a contact center and write its events as JSONL (sorted by event time)."""
     from datetime import datetime, timedelta
 
@@ -307,9 +331,92 @@ def simulate(out: Path, hours: float, seed: int, start: str) -> None:
     from callpulse.simulator import simulate as run
 
     t0 = time.perf_counter()
-    events = run(SimConfig(start=datetime.fromisoformat(start), duration=timedelta(hours=hours), seed=seed))
+    injected = tuple(_incident(text, start) for text in incidents)
+    cfg = SimConfig(start=datetime.fromisoformat(start), duration=timedelta(hours=hours), seed=seed, incidents=injected)
+    events = run(cfg)
     write_jsonl(out, events)
+    if labels is not None:
+        labels.write_text(json.dumps([i.label() for i in injected], indent=2))
     click.echo(f"{len(events)} events -> {out} ({time.perf_counter() - t0:.1f}s)", err=True)
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "--allowance", type=float, default=1800.0, show_default=True, help="seconds after an incident still matched"
+)
+@click.option("--lookback-windows", type=int, default=3, show_default=True, help="CSV series: lookback in intervals")
+@click.option("--min-weeks", type=int, default=2, show_default=True, help="CSV series: weeks before a slot is trusted")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def backtest(path: Path, labels: Path, allowance: float, lookback_windows: int, min_weeks: int, as_json: bool) -> None:
+    """Replay events (JSONL) or a time series (CSV timestamp,value) through the warning detector
+    and score it against labelled incidents: precision, recall, delay, warnings per day."""
+    from streams.early_warning.backtest import load_incidents, run_detector, score, series_records, span_days
+    from streams.early_warning.detector import EarlyWarningDetector
+    from streams.early_warning.rules import RuleSet, load_rules
+
+    s = Settings()
+    rules = load_rules(s.warning_rules)
+    if path.suffix == ".csv":
+        records, step = series_records(path)
+        seasonal = [
+            r.model_copy(
+                update={
+                    "lookback_s": lookback_windows * step,
+                    "slot_s": step,
+                    "min_weeks": min_weeks,
+                    "min_expected": 0,
+                }
+            )
+            for r in rules.seasonal
+        ]
+        detector = EarlyWarningDetector(
+            RuleSet(seasonal=seasonal), step, tuple(s.sl_thresholds_s), s.sl_default_variant
+        )
+    else:
+        records = _replay(path, s)
+        detector = EarlyWarningDetector(rules, s.base_window_s, tuple(s.sl_thresholds_s), s.sl_default_variant)
+    warnings = run_detector(detector, records)
+    report = score(warnings, load_incidents(labels, path), span_days(records), allowance)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    cols = ["episodes", "precision", "recall", "red_recall", "median_delay_s", "max_delay_s"]
+    table = Table("rule", *cols, "red outside", "per day")
+    for name, r in report.items():
+        table.add_row(
+            name,
+            *("-" if r[c] is None else str(r[c]) for c in cols),
+            str(r["red_outside_incidents"]),
+            str(r["warnings_per_day"]),
+        )
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+def _replay(path: Path, s: Settings) -> list[Any]:
+    """Events through the KPI engine and merger in-process (the worker's code, no Kafka)."""
+    from callpulse.jsonl import read_jsonl
+    from streams.merge import MergeParams
+    from streams.pipeline import LocalPipeline
+    from streams.reference import arrivals_from_events
+    from streams.sources import EngineParams
+
+    events = [(ln.family, ln.event) for ln in read_jsonl(path) if ln.event is not None]
+    final = max(e.ts.timestamp() for _, e in events) + s.grace_s + 2 * s.base_window_s
+    merge = MergeParams(
+        base=s.base_window_s,
+        sizes=tuple(s.window_sizes_s),
+        thresholds=tuple(s.sl_thresholds_s),
+        repeat_horizon=s.repeat_horizon_s,
+        complaint_horizon=s.repeat_complaint_horizon_s,
+    )
+    pipe = LocalPipeline(EngineParams.from_settings(s), merge, s.partitions, s.sl_default_variant)
+    pipe.feed(arrivals_from_events(events, s.partitions, final), batch=2000)  # type: ignore[arg-type]
+    return pipe.records
 
 
 @main.command()

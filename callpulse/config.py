@@ -81,6 +81,8 @@ class Settings(BaseSettings):
 
     # Prometheus
     metrics_port: int = 9464
+    metrics_host: str = Field(default="127.0.0.1", description="bind address of the metrics endpoints")
+    metrics_max_label_values: int = Field(default=50, ge=1, description="per dimension; the rest is `other`")
 
     # Windows and time
     window_sizes_s: list[int] = [60, 900, 3600]
@@ -96,6 +98,9 @@ class Settings(BaseSettings):
     repeat_complaint_horizon_s: int = 7 * 86_400
     orphan_timeout_s: int = 7_200
     facts_retention_s: int = 86_400
+
+    # Early warnings
+    warning_rules: Path | None = Field(default=None, description="rules YAML; empty = the shipped defaults")
 
     # Personal data
     pii_key: SecretStr = SecretStr("callpulse-dev-key-change-me")

@@ -84,7 +84,7 @@ class SimConfig:
     duration: timedelta = timedelta(hours=12)
     seed: int = 7
     queues: tuple[QueueSpec, ...] = DEFAULT_QUEUES
-    agents: int = 24
+    agents: int = 36  # staffed for about 90 % in 30 s at the weekday peaks, with breaks staggered
     patience_mean_s: float = 150.0
     acw_mean_s: float = 30.0
     transfer_prob: float = 0.04
@@ -166,8 +166,8 @@ class Simulator:
         for i, agent in enumerate(self.skills):
             login = self.t0 + self.rng.uniform(0, 600)
             self._push(login, "login", agent)
-            # a 15-minute break every ~3 hours
-            t = login + 3 * 3600 + self.rng.uniform(-1200, 1200) + i * 37
+            # a 15-minute break every ~3 hours, staggered over the team as a WFM plan does
+            t = login + (i + self.rng.random()) / len(self.skills) * 3 * 3600
             while t < self.t1 - 900:
                 self._push(t, "break", agent)
                 t += 3 * 3600 + self.rng.uniform(-900, 900)
@@ -224,7 +224,8 @@ class Simulator:
         ev(TicketEventKind.created, t, customer_id=cust)
         fr = t + rng.lognormvariate(math.log(1800), 0.9)
         ev(TicketEventKind.first_response, fr, agent_id=rng.choice(list(self.skills)))
-        res = fr + rng.lognormvariate(math.log(4 * 3600), 1.0)
+        # triaged by priority: resolved in about a fifth of the SLA, a few percent breach it
+        res = fr + rng.lognormvariate(math.log(sla_h * 3600 / 5), 0.8)
         ev(TicketEventKind.resolved, res)
         if rng.random() < 0.08:
             ro = res + rng.uniform(600, 7200)

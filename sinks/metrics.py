@@ -6,13 +6,20 @@ Names follow Prometheus conventions: ``callpulse_`` prefix, base units, counters
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from sinks.kpi_metrics import KpiGauges
 
 
 class WorkerMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, thresholds: Iterable[int] = (20, 30), max_values: int = 50
+    ) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self.kpis = KpiGauges(r, thresholds, max_values)
         self.events = Counter(
             "callpulse_events_total",
             "Input events by topic and outcome (accepted, duplicate, late, invalid, replayed)",
@@ -35,6 +42,22 @@ class WorkerMetrics:
         self.kpi_records = Counter("callpulse_kpi_records_total", "Final KPI records emitted", ["window"], registry=r)
         self.stream_time = Gauge(
             "callpulse_stream_time_seconds", "Lowest stream time over the sources this worker owns", registry=r
+        )
+        self.warning_changes = Counter(
+            "callpulse_warning_changes_total", "Warning lifecycle changes emitted", ["rule", "change"], registry=r
+        )
+        self.consumer_lag = Gauge(
+            "callpulse_consumer_lag_records",
+            "Records behind the end of each assigned input partition",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.emit_delay = Histogram(
+            "callpulse_window_emit_delay_seconds",
+            "Processing latency: wall time when a base window's KPIs were published minus the window's end "
+            "(event time); includes the grace period",
+            registry=r,
+            buckets=(1, 5, 15, 30, 60, 120, 180, 300, 600, 1800, 3600),
         )
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:

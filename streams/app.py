@@ -36,6 +36,8 @@ from schemas.codec import EventDecoder, parse_watermark
 from schemas.events import EventBase
 from schemas.records import DeadLetter, DeadLetterReason
 from sinks.metrics import WorkerMetrics
+from streams.early_warning.detector import EarlyWarningDetector
+from streams.early_warning.rules import load_rules
 from streams.engine import KpiEngine, State
 from streams.merge import MergeParams, WindowMerger
 from streams.pipeline import expected_sources, final_record
@@ -79,6 +81,8 @@ class KpiWorker:
         self.engine = KpiEngine(EngineParams.from_settings(settings), inputs)
         self.thresholds = tuple(settings.sl_thresholds_s)
         self.merger = self._new_merger()
+        self.rules = load_rules(settings.warning_rules)
+        self.detector = self._new_detector()
         self.decoders = {topic: EventDecoder(family, settings.max_future_skew_s) for family, topic in inputs.items()}
         self.lock = asyncio.Lock()
         self.restored: set[int] = set()
@@ -104,6 +108,10 @@ class KpiWorker:
         )
         return WindowMerger(params, expected_sources(s.topics.inputs(), s.partitions))
 
+    def _new_detector(self) -> EarlyWarningDetector:
+        s = self.settings
+        return EarlyWarningDetector(self.rules, s.base_window_s, self.thresholds, s.sl_default_variant)
+
     # -- assignment ----------------------------------------------------------------------------
     def _recovered(self) -> bool:
         recovery = getattr(self.app.tables, "recovery", None)
@@ -117,6 +125,8 @@ class KpiWorker:
             self.engine.drop_partition(p)
             self.restored.discard(p)
         if not any(tp.topic == self.settings.topics.partials for tp in assigned):
+            if self.merger_loaded:
+                self.metrics.kpis.clear_merge_owned()
             self.merger_loaded = False
         if self._recovered():
             for p in sorted(parts - self.restored):
@@ -239,8 +249,20 @@ class KpiWorker:
             self._sync_assignment(now)
             self.engine.tick(now)
             await self._persist([], now)
+            self.metrics.kpis.update_live(self.engine.live())
+            self._lag()
             if now - self._last_report >= 10:
                 self._report(now)
+
+    def _lag(self) -> None:
+        consumer = self.app.consumer
+        read = getattr(consumer, "_read_offset", {})
+        for tp in consumer.assignment():
+            if tp.topic in self.input_topics:
+                high, pos = consumer.highwater(tp), read.get(tp)
+                if high is not None:
+                    lag = max(0, high - ((pos or -1) + 1))
+                    self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     def _report(self, now: float) -> None:
         """One progress line every 10 s: what an operator greps for first."""
@@ -268,26 +290,45 @@ class KpiWorker:
             offsets,
         )
 
+    def _publish_kpis(self, records: list[Any]) -> None:
+        """Gauges from the rolling windows and open warnings (this worker owns the merge stage)."""
+        now = time.time()
+        base = self.settings.base_window_s
+        for r in records:
+            if r.window_size_s == base and r.dimension == "all":
+                self.metrics.emit_delay.observe(max(0.0, now - r.window_end.timestamp()))
+        self.metrics.kpis.update_rolling(self.detector)
+        self.metrics.kpis.update_warnings(self.detector.tracker.open_warnings())
+
     # -- stage 2 -------------------------------------------------------------------------------
     async def merge_batch(self, events: Sequence[faust.types.EventT]) -> None:
         async with self.lock:
             if not self.merger_loaded:
+                items = list(self.merge_state.data.items())
                 self.merger = self._new_merger()
-                self.merger.load_state(list(self.merge_state.data.items()))
+                self.merger.load_state([(k, v) for k, v in items if not EarlyWarningDetector.owns(k)])
+                self.detector = self._new_detector()
+                self.detector.load_state([(k, v) for k, v in items if EarlyWarningDetector.owns(k)])
                 self.merger_loaded = True
             for ev in events:
                 self.merger.on_message(orjson.loads(ev.message.value))
             finals = self.merger.finalize()
             variant = self.settings.sl_default_variant
-            for fw in finals:
-                rec = final_record(fw, self.thresholds, variant)
+            records = [final_record(fw, self.thresholds, variant) for fw in finals]
+            for rec in records:
                 await self._send(self.settings.topics.kpis, rec.key().encode(), rec.model_dump_json().encode())
-                self.metrics.kpi_records.labels(str(fw.size)).inc()
+                self.metrics.kpi_records.labels(str(rec.window_size_s)).inc()
+            for w in self.detector.observe(records):
+                await self._send(self.settings.topics.warnings, w.warning_id.encode(), w.model_dump_json().encode())
+                self.metrics.warning_changes.labels(w.rule, w.change).inc()
             await self.app.producer.flush()
+            if records:
+                self._publish_kpis(records)
             if self.merger.s.next_window is not None:
                 self.merger.prune_history(self.merger.s.next_window)
             state = self.merger.drain_state()
             meta = state.pop("meta")
+            state.update(self.detector.drain_state())
             await self._write(self.merge_state, {(0, k): v for k, v in state.items()})
             await self.app.producer.flush()
             await self._write(self.merge_state, {(0, "meta"): meta})
@@ -296,7 +337,7 @@ class KpiWorker:
 
 def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> tuple[faust.App, KpiWorker]:
     app = faust.App(settings.app_id, **faust_settings(settings))
-    worker = KpiWorker(settings, app, metrics or WorkerMetrics())
+    worker = KpiWorker(settings, app, metrics or WorkerMetrics(thresholds=settings.sl_thresholds_s))
 
     def ingest_agent(channel: Any) -> Any:
         async def ingest(stream: faust.StreamT) -> None:

@@ -81,8 +81,9 @@ class Pipeline:
             env[f"CALLPULSE_TOPICS__{name.upper()}"] = value
         return env
 
-    def start_worker(self) -> WorkerProcess:
-        w = WorkerProcess(self.env(), self.logs / f"{self.settings.app_id}-w{len(self.workers)}.log").start()
+    def start_worker(self, **env: str) -> WorkerProcess:
+        log = self.logs / f"{self.settings.app_id}-w{len(self.workers)}.log"
+        w = WorkerProcess({**self.env(), **env}, log).start()
         self.workers.append(w)
         return w
 

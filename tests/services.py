@@ -190,3 +190,147 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
 
 def tmpdir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+class PrometheusServer:
+    """Debian's prometheus with a generated config: the repo's rule files, short intervals,
+    scraping ``targets`` and alerting to ``alertmanager`` (host:port)."""
+
+    def __init__(
+        self, base: Path, targets: dict[str, list[str]], alertmanager: str | None, interval: str = "1s"
+    ) -> None:
+        import yaml
+
+        self.dir = base
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        rules = REPO / "deploy" / "prometheus" / "rules"
+        config: dict[str, Any] = {
+            "global": {"scrape_interval": interval, "evaluation_interval": interval},
+            "rule_files": [str(rules / "recording.yml"), str(rules / "alerts.yml")],
+            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": t}]} for job, t in targets.items()],
+        }
+        if alertmanager:
+            config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "prometheus.yml").write_text(yaml.safe_dump(config))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> PrometheusServer:
+        binary = shutil.which("prometheus")
+        if binary is None:
+            raise FileNotFoundError("prometheus is not installed: run `make test` (it installs it)")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={self.dir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--rules.alert.resend-delay=2s",
+            ],
+            stdout=open(self.dir / "prometheus.log", "ab"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for_port(self.port, 60)
+        return self
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        import json
+        import urllib.parse
+        import urllib.request
+
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        doc = json.loads(urllib.request.urlopen(url, timeout=10).read())
+        assert doc["status"] == "success", doc
+        return doc["data"]["result"]
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+class AlertmanagerServer:
+    """Debian's prometheus-alertmanager with the repo's config, the webhook placeholders
+    replaced by ``urls`` (as docker-compose does with its environment)."""
+
+    def __init__(self, base: Path, urls: dict[str, str]) -> None:
+        self.dir = base
+        self.port = free_port()
+        self.cluster_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        base.mkdir(parents=True, exist_ok=True)
+        text = (REPO / "deploy" / "alertmanager" / "alertmanager.yml").read_text()
+        for placeholder, url in urls.items():
+            text = text.replace(placeholder, url)
+        (base / "alertmanager.yml").write_text(text)
+
+    def start(self) -> AlertmanagerServer:
+        binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+        if binary is None:
+            raise FileNotFoundError("alertmanager is not installed: run `make test` (it installs it)")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={self.dir / 'alertmanager.yml'}",
+                f"--storage.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                f"--cluster.listen-address=127.0.0.1:{self.cluster_port}",
+            ],
+            stdout=open(self.dir / "alertmanager.log", "ab"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for_port(self.port, 60)
+        return self
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+class WebhookReceiver:
+    """A local HTTP endpoint that records what Alertmanager posts, per path."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json
+        import threading
+
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        received = self.received
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append((self.path, json.loads(body)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def alerts(self, path: str) -> list[dict[str, Any]]:
+        """Every alert in every notification to ``path`` (each with its ``status``)."""
+        return [a for p, doc in list(self.received) if p == path for a in doc["alerts"]]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)

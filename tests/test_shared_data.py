@@ -11,6 +11,7 @@ wait of answered 78.6 s).
 from __future__ import annotations
 
 import csv
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -118,3 +119,22 @@ def test_anonymous_bank_month_stream_equals_reference_and_published_totals() -> 
     assert answered == 14_095
     asa = sum((r.asa_seconds or 0) * r.answered for r in days) / answered
     assert asa == pytest.approx(78.6, abs=0.05)
+
+
+def test_nab_nyc_taxi_backtest() -> None:
+    """The seasonal detector on NAB's nyc_taxi (30-min taxi demand, five labelled anomaly windows:
+    marathon, Thanksgiving, Christmas, New Year, snow storm). Figures in docs/warnings.md."""
+    from click.testing import CliRunner
+
+    from callpulse.cli import main
+
+    nab = DATA.parents[1] / "nab"
+    series = nab / "data" / "realKnownCause" / "nyc_taxi.csv"
+    args = ["backtest", str(series), "--labels", str(nab / "labels" / "combined_windows.json"), "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    overall = json.loads(result.output)["overall"]
+    print(overall)
+    assert overall["recall"] == 1.0
+    assert overall["precision"] >= 0.45
+    assert overall["warnings_per_day"] <= 0.25

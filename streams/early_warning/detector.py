@@ -1,0 +1,233 @@
+"""``EarlyWarningDetector``: final base-window KPI records in, warning changes out.
+
+Feed it every final record of the base window size (all dimension values, in window order);
+other sizes are ignored. Per dimension value it keeps the recent base windows (``rolling``), per
+seasonal rule and value an hour-of-week baseline (``seasonal``), and one lifecycle per rule and
+value (``tracker``). Its state is a set of JSON-able entries, returned by ``drain_state`` only
+for what changed, so the worker persists a handful of small entries per window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from schemas.records import KpiRecord, WarningLevel, WarningRecord
+from streams.early_warning.rolling import LookbackKpis, Rolling, WindowCounts
+from streams.early_warning.rules import LEVELS, RuleSet, SeasonalRule, ThresholdRule
+from streams.early_warning.seasonal import SeasonalBaseline, deviation
+from streams.early_warning.tracker import Evaluation, WarningTracker
+
+Key = tuple[str, str]  # (dimension, value)
+
+
+def _fmt(kpi: str, v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    if kpi.endswith("_rate") or kpi in ("service_level", "occupancy"):
+        return f"{100 * v:.1f} %"
+    if kpi.endswith("_seconds"):
+        return f"{v:.0f} s"
+    return f"{v:.2f}" if kpi == "csat_mean" else f"{v:.0f}"
+
+
+class EarlyWarningDetector:
+    def __init__(self, rules: RuleSet, base_s: int, thresholds: tuple[int, ...], variant: str) -> None:
+        self.rules = rules
+        self.base_s = base_s
+        self.thresholds = thresholds
+        self.variant = variant
+        self.keep_s = max([r.lookback_s for r in [*rules.threshold, *rules.seasonal]] or [base_s])
+        # every dimension but agents: the live KPI gauges read the same rolling windows
+        self.dimensions = {"all", "queue", "channel", "business_type"}
+        self.rolling: dict[Key, Rolling] = {}
+        self.baselines: dict[tuple[str, str, str], SeasonalBaseline] = {}
+        self.tracker = WarningTracker()
+        self._dirty: set[str] = set()
+        self.notes: dict[tuple[str, str, str], str] = {}  # why a rule did not evaluate (cold start, volume)
+
+    # -- feeding --------------------------------------------------------------------------------
+    def observe(self, records: Iterable[KpiRecord]) -> list[WarningRecord]:
+        relevant = [r for r in records if r.window_size_s == self.base_s and r.dimension in self.dimensions]
+        relevant.sort(key=lambda r: (r.window_start, r.dimension, r.dimension_value))
+        out: list[WarningRecord] = []
+        for r in relevant:
+            key = (r.dimension, r.dimension_value)
+            t = r.window_end.timestamp()
+            rolling = self.rolling.setdefault(key, Rolling(self.keep_s))
+            if rolling.windows and t <= rolling.windows[-1].end:
+                continue  # seen before (a replay after a crash): observing twice would double-count
+            rolling.add(WindowCounts.of(r, self.thresholds))
+            self._dirty.add(f"ew-roll|{r.dimension}|{r.dimension_value}")
+            for rule in self.rules.threshold:
+                if r.dimension in rule.dimensions:
+                    out.extend(self._threshold(rule, key, rolling, t))
+            for srule in self.rules.seasonal:
+                if r.dimension in srule.dimensions:
+                    out.extend(self._seasonal(srule, key, rolling, r, t))
+        if relevant:
+            self._dirty.add("ew-tracker")  # open warnings and streak counters
+        return out
+
+    def _threshold(self, rule: ThresholdRule, key: Key, rolling: Rolling, t: float) -> list[WarningRecord]:
+        k = LookbackKpis(rolling.over(rule.lookback_s, t), self.thresholds, self.variant)
+        value, volume = k.value(rule.kpi, rule.threshold_s), k.volume(rule.kpi)
+        minutes = rule.lookback_s / 60
+        name = rule.kpi if rule.threshold_s is None else f"{rule.kpi} ({rule.threshold_s} s)"
+        if value is None or volume < rule.min_volume:
+            self.notes[(rule.name, *key)] = f"not evaluated: {volume:.0f} contacts < guard {rule.min_volume}"
+            ev = Evaluation(None, None, value, reason=f"{name} back to normal (volume {volume:.0f})")
+        else:
+            self.notes.pop((rule.name, *key), None)
+            above = rule.direction == "above"
+            enter = hold = None
+            for lv in LEVELS:
+                band = rule.levels.get(lv)
+                if band is None:
+                    continue
+                if (value >= band.enter) if above else (value <= band.enter):
+                    enter = lv
+                if (value >= band.exit) if above else (value <= band.exit):
+                    hold = lv
+            shown = enter or hold
+            band = rule.levels[shown] if shown else None
+            where = "all" if key[0] == "all" else f"{key[0]} {key[1]}"
+            side = "above" if above else "below"
+            if shown and band:
+                reason = (
+                    f"{where}: {name} {_fmt(rule.kpi, value)} over the last {minutes:.0f} min, {side} the "
+                    f"{shown.value} threshold {_fmt(rule.kpi, band.enter)} ({volume:.0f} contacts)"
+                )
+            else:
+                reason = f"{where}: {name} {_fmt(rule.kpi, value)} over the last {minutes:.0f} min, back to normal"
+            ev = Evaluation(enter, hold, value, threshold=band.enter if band else None, reason=reason)
+        rec = self.tracker.step(rule.name, rule.kpi, key[0], key[1], ev, t, rule.for_windows, rule.clear_windows)
+        return [rec] if rec else []
+
+    def _seasonal(self, rule: SeasonalRule, key: Key, rolling: Rolling, r: KpiRecord, t: float) -> list[WarningRecord]:
+        bkey = (rule.name, *key)
+        base = self.baselines.get(bkey)
+        if base is None:
+            base = self.baselines[bkey] = self._baseline(rule)
+        self._dirty.add(f"ew-base|{rule.name}|{key[0]}|{key[1]}")
+        start = t - rule.lookback_s
+        windows = rolling.over(rule.lookback_s, t)
+        observed = float(sum(w.offered for w in windows))
+        out: list[WarningRecord] = []
+        where = "all" if key[0] == "all" else f"{key[0]} {key[1]}"
+        if len(windows) * self.base_s < rule.lookback_s or not base.trusted(start, t):
+            self.notes[bkey] = "cold start: not enough history for this hour of the week yet"
+            evs = {
+                kind: Evaluation(None, None, observed, reason=f"{where}: cold start, volume not judged")
+                for kind in ("surge", "drop")
+            }
+        else:
+            self.notes.pop(bkey, None)
+            expected, variance = base.expected(start, t)
+            ratio, z = deviation(observed, expected, variance)
+            evs = {}
+            for kind, levels, worse in (
+                ("surge", rule.surge, lambda a, b: a >= b),
+                ("drop", rule.drop, lambda a, b: a <= b),
+            ):
+                enter = hold = None
+                if expected >= rule.min_expected:
+                    for lv in LEVELS:
+                        d = levels.get(lv)
+                        if d is None:
+                            continue
+                        if worse(ratio, d.ratio) and worse(z, d.z):
+                            enter = lv
+                        if worse(ratio, d.exit_ratio):
+                            hold = lv
+                shown = enter or hold
+                plan = {
+                    WarningLevel.yellow: "level 1: call in backup agents",
+                    WarningLevel.orange: "level 2: borrow agents from other lines",
+                    WarningLevel.red: "level 3: IVR deflection and callback",
+                }
+                if kind == "surge" and shown:
+                    reason = f"{where}: {observed:.0f} contacts in {rule.lookback_s / 60:.0f} min, {ratio:.1f}x the "
+                    reason += f"{expected:.0f} expected for this hour of the week (z {z:.1f}); {plan[shown]}"
+                elif kind == "drop" and shown:
+                    reason = f"{where}: only {observed:.0f} contacts in {rule.lookback_s / 60:.0f} min where "
+                    reason += f"{expected:.0f} are expected (z {z:.1f}): check lines, IVR and routing"
+                else:
+                    reason = f"{where}: volume {observed:.0f} vs {expected:.0f} expected, back to normal"
+                evs[kind] = Evaluation(enter, hold, observed, expected=expected, reason=reason)
+        for kind, ev in evs.items():
+            name = f"{rule.name}_{kind}"
+            rec = self.tracker.step(name, "offered", key[0], key[1], ev, t, rule.for_windows, rule.clear_windows)
+            if rec:
+                out.append(rec)
+        base.observe(r.window_start.timestamp(), float(r.offered))
+        if base.profile_changed:
+            self._dirty.add(f"ew-prof|{rule.name}|{key[0]}|{key[1]}")
+            base.profile_changed = False
+        return out
+
+    def _baseline(self, rule: SeasonalRule) -> SeasonalBaseline:
+        return SeasonalBaseline(rule.slot_s, self.base_s, rule.weeks, rule.min_weeks, rule.level_half_life_s)
+
+    # -- reading (metrics) ---------------------------------------------------------------------
+    def lookback(self, keys: list[Key], lookback_s: int) -> LookbackKpis:
+        """KPIs over the last ``lookback_s`` of one or more dimension values (several = their
+        union, as for a capped label's ``other`` bucket)."""
+        windows: list[WindowCounts] = []
+        for key in keys:
+            roll = self.rolling.get(key)
+            if roll and roll.windows:
+                windows.extend(roll.over(lookback_s, roll.windows[-1].end))
+        return LookbackKpis(windows, self.thresholds, self.variant)
+
+    def expected_volume(self, key: Key) -> tuple[float, float] | None:
+        """(observed, expected) contacts over the seasonal rule's lookback, once trusted."""
+        for rule in self.rules.seasonal:
+            base = self.baselines.get((rule.name, *key))
+            roll = self.rolling.get(key)
+            if base is None or not roll or not roll.windows:
+                continue
+            t = roll.windows[-1].end
+            if base.trusted(t - rule.lookback_s, t):
+                observed = float(sum(w.offered for w in roll.over(rule.lookback_s, t)))
+                return observed, base.expected(t - rule.lookback_s, t)[0]
+        return None
+
+    # -- state ----------------------------------------------------------------------------------
+    def drain_state(self) -> dict[str, Any]:
+        """Entries changed since the last drain (key -> JSON value)."""
+        out: dict[str, Any] = {}
+        for k in sorted(self._dirty):
+            kind, *rest = k.split("|")
+            if kind == "ew-roll":
+                out[k] = [w.dump() for w in self.rolling[(rest[0], rest[1])].windows]
+            elif kind == "ew-base":
+                out[k] = self.baselines[(rest[0], rest[1], rest[2])].dump_recent()
+            elif kind == "ew-prof":
+                out[k] = self.baselines[(rest[0], rest[1], rest[2])].dump_profile()
+            else:
+                out[k] = self.tracker.dump()
+        self._dirty.clear()
+        return out
+
+    def load_state(self, entries: Iterable[tuple[str, Any]]) -> None:
+        for k, v in entries:
+            kind, *rest = k.split("|")
+            if kind == "ew-roll":
+                roll = self.rolling.setdefault((rest[0], rest[1]), Rolling(self.keep_s))
+                roll.windows.clear()
+                for w in v:
+                    roll.windows.append(WindowCounts.load(w))
+            elif kind in ("ew-base", "ew-prof"):
+                rule = next((r for r in self.rules.seasonal if r.name == rest[0]), None)
+                if rule is None:
+                    continue  # a rule that was removed from the configuration
+                b = self.baselines.setdefault((rest[0], rest[1], rest[2]), self._baseline(rule))
+                b.load(v if kind == "ew-prof" else None, v if kind == "ew-base" else None)
+            elif kind == "ew-tracker":
+                self.tracker.load(v)
+
+    @staticmethod
+    def owns(key: str) -> bool:
+        """Whether a state-table key is the detector's (they share the merge stage's table)."""
+        return key.startswith("ew-")
