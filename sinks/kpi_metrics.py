@@ -82,7 +82,7 @@ class KpiGauges:
         }
         self.expected = Gauge(
             "callpulse_contacts_expected",
-            "Contacts expected over the seasonal lookback for this hour of the week (once learned)",
+            "Contacts expected over the seasonal lookback for this hour of the week (NaN until learned)",
             labels,
             registry=registry,
         )
@@ -106,6 +106,9 @@ class KpiGauges:
             registry=registry,
         )
         self._warning_series: set[tuple[str, ...]] = set()
+        self._live_contacts: set[tuple[str, str]] = set()
+        self._live_agents: set[tuple[str, str]] = set()
+        self._known_keys: set[tuple[str, str]] = set()
         self._level_series: set[tuple[str, str]] = set()
 
     # -- labels ---------------------------------------------------------------------------------
@@ -130,7 +133,9 @@ class KpiGauges:
 
     # -- updates --------------------------------------------------------------------------------
     def update_rolling(self, detector: EarlyWarningDetector) -> None:
-        for (dim, label), keys in self._groups(detector.rolling).items():
+        groups = self._groups(detector.rolling)
+        self._known_keys = set(groups)
+        for (dim, label), keys in groups.items():
             k = detector.lookback(keys, 900)
             for t in self.thresholds:
                 v = k.value("service_level", t) if k.volume("service_level") > 0 else None
@@ -142,9 +147,9 @@ class KpiGauges:
                     v = None
                 self._set(gauge.labels(dim, label), v)
             seasonal = detector.expected_volume(keys[0]) if len(keys) == 1 else None
-            if seasonal is not None:
+            if seasonal is not None:  # expected is NaN during the cold start (not learned yet)
                 self.observed.labels(dim, label).set(seasonal[0])
-                self.expected.labels(dim, label).set(seasonal[1])
+                self._set(self.expected.labels(dim, label), seasonal[1])
 
     def update_live(self, live: dict[str, dict[str, float]]) -> None:
         merged: dict[tuple[str, str], dict[str, float]] = {}
@@ -155,13 +160,20 @@ class KpiGauges:
             cell = merged.setdefault((dim, self.label(dim, value)), {})
             for name, v in values.items():
                 cell[name] = max(cell.get(name, 0), v) if name == "longest_wait_s" else cell.get(name, 0) + v
-        for (dim, label), values in merged.items():
-            if "waiting" in values:
-                for name, gauge in self.live.items():
-                    gauge.labels(dim, label).set(values.get(name, 0))
-            if "agents_staffed" in values:
-                for state in AGENT_STATES:
-                    self.agents.labels(dim, label, state).set(values.get(f"agents_{state}", 0))
+        # a value with nothing open any more goes to 0 (not stale at its last count)
+        known = self._known_keys  # every value with closed windows exports 0 rather than nothing
+        contact_keys = {k for k, v in merged.items() if "waiting" in v} | self._live_contacts | known
+        agent_keys = {k for k, v in merged.items() if "agents_staffed" in v} | self._live_agents
+        agent_keys |= {k for k in known if k[0] in ("all", "queue")}
+        for key in contact_keys:
+            values = merged.get(key, {})
+            for name, gauge in self.live.items():
+                gauge.labels(*key).set(values.get(name, 0))
+        for key in agent_keys:
+            values = merged.get(key, {})
+            for state in AGENT_STATES:
+                self.agents.labels(*key, state).set(values.get(f"agents_{state}", 0))
+        self._live_contacts, self._live_agents = contact_keys, agent_keys
 
     def update_warnings(self, open_warnings: dict[tuple[str, str, str], WarningLevel]) -> None:
         series = set()
@@ -187,6 +199,7 @@ class KpiGauges:
             gauge.clear()
         self._warning_series = set()
         self._level_series = set()
+        self._known_keys = set()
 
     @staticmethod
     def _set(gauge: Gauge, value: float | None) -> None:

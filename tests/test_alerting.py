@@ -17,8 +17,11 @@ from typing import Any
 import pytest
 
 from callpulse.embedded import free_port
+from callpulse.simulator import SimConfig, simulate
 from schemas.events import CallEvent, CallEventKind, Channel
 from streams.kafka import EventProducer
+from tests.dashboards import promql
+from tests.dashboards import targets as dashboard_targets
 from tests.services import REPO, AlertmanagerServer, PrometheusServer, WebhookReceiver, wait_until
 
 PAGE, OPS = "/page", "/ops"
@@ -95,9 +98,11 @@ def calls(queue: str, start: datetime, minutes: int, per_minute: int, wait_s: fl
     return out
 
 
-async def produce(pipe: Any, events: list[tuple[str, Any]], watermark: float) -> None:
+async def produce(pipe: Any, events: list[tuple[str, Any]], watermark: float, garbage: bool = False) -> None:
     async with EventProducer(pipe.settings) as prod:
         await prod.send_events(sorted(events, key=lambda fe: fe[1].ts), 20)
+        if garbage:  # one record that is not an event: a dead letter
+            await prod.producer.send_and_wait(pipe.topics.calls, b'{"kind": "offered"}', key=b"bad", partition=0)
         await prod.send_watermarks(watermark)
 
 
@@ -130,18 +135,23 @@ def observability(tmp_path: Path) -> Any:
 
 @pytest.mark.slow
 def test_service_level_collapse_pages_the_duty_manager_for_that_queue(
-    pipeline_factory: Any, observability: Any
+    pipeline_factory: Any, observability: Any, tmp_path: Path
 ) -> None:
     hook, prometheus = observability
     pipe = pipeline_factory(partitions=2, grace_s=60, idle_timeout_s=900.0)
-    port = free_port()
+    port, sink_port = free_port(), free_port()
     pipe.start_worker(CALLPULSE_METRICS_PORT=str(port)).wait_ready()
-    prom = prometheus({"callpulse-worker": [f"127.0.0.1:{port}"]})
+    sink_env = {"CALLPULSE_DATA_DIR": str(tmp_path / "var"), "CALLPULSE_SINK_METRICS_PORT": str(sink_port)}
+    pipe.start_sink(**sink_env).wait_ready()
+    prom = prometheus({"callpulse-worker": [f"127.0.0.1:{port}"], "callpulse-sink": [f"127.0.0.1:{sink_port}"]})
     t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=50)
 
-    # 15 minutes in which billing answers after 200 s (service level 0 %) and tech after 5 s
+    # 15 minutes in which billing answers after 200 s (service level 0 %) and tech after 5 s;
+    # agents, tickets and surveys of the same quarter hour from the simulator
     bad = calls("billing", t0, 15, 4, 200.0, "p1") + calls("tech", t0, 15, 12, 5.0, "p1")
-    asyncio.run(produce(pipe, bad, (t0 + timedelta(minutes=20)).timestamp()))
+    others = simulate(SimConfig(start=t0, duration=timedelta(minutes=15), seed=5))
+    bad += [(f, e) for f, e in others if f in ("agents", "tickets", "surveys")]
+    asyncio.run(produce(pipe, bad, (t0 + timedelta(minutes=20)).timestamp(), garbage=True))
     started = time.monotonic()
     wait_until(lambda: ("ServiceLevelCollapse", "queue", "billing") in pages(hook, "firing"), 180, 1, "the red page")
     print(f"red page {time.monotonic() - started:.0f} s after the data was produced")
@@ -159,6 +169,14 @@ def test_service_level_collapse_pages_the_duty_manager_for_that_queue(
         for r in prom.query('callpulse_service_level_ratio{dimension="queue",threshold_seconds="30"}')
     }
     assert sl["billing"] == 0.0 and sl["tech"] == 1.0
+
+    # every PromQL query of the provisioned dashboards returns data from this Prometheus
+    wait_until(lambda: bool(prom.query("callpulse_sink_insert_duration_seconds_bucket")), 60, 1, "sink metrics")
+    time.sleep(5)  # a few scrapes of everything, for rate() windows
+    queries = dashboard_targets("prometheus")
+    empty = [f"{d} / {title}: {t['expr']}" for d, title, t in queries if not prom.query(promql(t["expr"]))]
+    assert len(queries) > 25
+    assert empty == []
 
     # recovery: 20 good minutes push the bad ones out of the 15-minute lookback
     good = calls("billing", t0 + timedelta(minutes=15), 20, 4, 5.0, "p2") + calls(

@@ -25,6 +25,8 @@ from sinks.schema import RAW_TABLES
 from streams.kafka import EventProducer, client_kwargs
 from streams.reference import arrivals_from_events, recompute
 from streams.sources import EngineParams
+from tests.dashboards import clickhouse_sql
+from tests.dashboards import targets as dashboard_targets
 from tests.kpicompare import differences
 from tests.services import REPO, ClickHouseServer, wait_until
 
@@ -243,6 +245,10 @@ def test_stream_lands_in_clickhouse_equal_to_reference(pipeline_factory: Any, st
         assert all(0 <= float(d["abandon_rate"]) <= 1 for d in hour_of_week)
         latest = {d["warning_id"]: d["current_level"] for d in results["warnings_latest_state"].dicts()}
         assert latest["w-test-1"] == "red"
+        # every SQL query of the provisioned Grafana dashboards runs and returns rows
+        for dashboard, title, target in dashboard_targets("grafana-clickhouse-datasource"):
+            rows = client.execute(clickhouse_sql(target["rawSql"], db)).rows
+            assert rows, f"{dashboard} / {title}"
     finally:
         client.close()
     # the record that is not a KpiRecord went to the dead-letter topic, with its bytes

@@ -255,7 +255,7 @@ HISTORY_SQL = {
     "Daily offered, answered, abandoned": (
         "barchart",
         """
-SELECT toString(day) AS day, offered, answered, abandoned
+SELECT toString(day) AS date, offered, answered, abandoned
 FROM callpulse.kpi_daily
 WHERE dimension = 'all' AND $__timeFilter(toDateTime(day))
 ORDER BY day

@@ -180,17 +180,18 @@ class EarlyWarningDetector:
                 windows.extend(roll.over(lookback_s, roll.windows[-1].end))
         return LookbackKpis(windows, self.thresholds, self.variant)
 
-    def expected_volume(self, key: Key) -> tuple[float, float] | None:
-        """(observed, expected) contacts over the seasonal rule's lookback, once trusted."""
+    def expected_volume(self, key: Key) -> tuple[float, float | None] | None:
+        """(observed, expected) contacts over the first seasonal rule's lookback; expected is
+        None until the profile is trusted (cold start)."""
         for rule in self.rules.seasonal:
             base = self.baselines.get((rule.name, *key))
             roll = self.rolling.get(key)
             if base is None or not roll or not roll.windows:
                 continue
             t = roll.windows[-1].end
-            if base.trusted(t - rule.lookback_s, t):
-                observed = float(sum(w.offered for w in roll.over(rule.lookback_s, t)))
-                return observed, base.expected(t - rule.lookback_s, t)[0]
+            observed = float(sum(w.offered for w in roll.over(rule.lookback_s, t)))
+            trusted = base.trusted(t - rule.lookback_s, t)
+            return observed, base.expected(t - rule.lookback_s, t)[0] if trusted else None
         return None
 
     # -- state ----------------------------------------------------------------------------------
