@@ -420,12 +420,15 @@ def _replay(path: Path, s: Settings) -> list[Any]:
 
 
 @main.command()
-@click.option("--duration", type=float, default=None, help="stop after this many seconds")
-def demo(duration: float | None) -> None:
-    """Embedded broker + worker + simulator (see README)."""
+@click.option("--duration", type=float, default=None, help="stop after this many seconds (default: the whole day)")
+@click.option("--speed", type=float, default=60.0, show_default=True, help="simulated seconds per second")
+@click.option("--hours", type=float, default=8.0, show_default=True, help="simulated hours (from 08:00 UTC)")
+@click.option("--seed", type=int, default=7, show_default=True)
+def demo(duration: float | None, speed: float, hours: float, seed: int) -> None:
+    """Embedded broker + worker + ClickHouse sink + simulator with a live view (see README)."""
     from callpulse.demo import run_demo
 
-    sys.exit(run_demo(Settings(), duration))
+    sys.exit(run_demo(Settings(), duration, speed, hours, seed))
 
 
 if __name__ == "__main__":
