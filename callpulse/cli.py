@@ -191,8 +191,10 @@ def query(sql: str, fmt: str) -> None:
     default=None,
     help="finally send a watermark this many seconds after the last event time",
 )
-def produce(path: Path, envelope: int, watermark_after: float | None) -> None:
-    """Produce a JSONL file of events to the input topics, keyed by entity id."""
+@click.option("--speed", type=float, default=None, help="pace by event time: simulated seconds per second (60)")
+def produce(path: Path, envelope: int, watermark_after: float | None, speed: float | None) -> None:
+    """Produce a JSONL file of events to the input topics, keyed by entity id (all at once, or
+    paced by event time with --speed)."""
     from callpulse.jsonl import read_jsonl
     from streams.kafka import EventProducer, ensure_topics
 
@@ -206,7 +208,11 @@ def produce(path: Path, envelope: int, watermark_after: float | None) -> None:
     async def run() -> None:
         await ensure_topics(settings)
         async with EventProducer(settings) as producer:
-            await producer.send_events(events, envelope)  # type: ignore[arg-type]
+            if speed:
+                ordered = sorted(events, key=lambda fe: fe[1].ts)  # type: ignore[union-attr]
+                await producer.replay(ordered, speed, max(envelope, 1))  # type: ignore[arg-type]
+            else:
+                await producer.send_events(events, envelope)  # type: ignore[arg-type]
             if watermark_after is not None and events:
                 await producer.send_watermarks(max(e.ts.timestamp() for _, e in events) + watermark_after)
 

@@ -241,35 +241,25 @@ async def _replay(
 
     consumer = AIOKafkaConsumer(settings.topics.warnings, **client_kwargs(settings), auto_offset_reset="latest")
     await consumer.start()
-    loop = asyncio.get_running_loop()
-    t_wall = loop.time()
-    end = events[-1][1].ts.timestamp() if events else start.timestamp()
-    i = 0
-    last_watermark = start.timestamp()
+
+    async def tick(event_time: float) -> bool:
+        view.sim_time = datetime.fromtimestamp(event_time, UTC)
+        batch = await consumer.getmany(timeout_ms=200)
+        for records in batch.values():
+            for r in records:
+                with contextlib.suppress(ValueError):
+                    view.on_warning(WarningRecord.model_validate_json(r.value))
+        view.scrape(settings.metrics_port)
+        live.update(view.render())
+        return deadline is None or time.monotonic() < deadline
+
     try:
         async with EventProducer(settings) as producer:
-            while deadline is None or time.monotonic() < deadline:
-                sim_now = start.timestamp() + (loop.time() - t_wall) * speed
-                chunk = []
-                while i < len(events) and events[i][1].ts.timestamp() <= sim_now:
-                    chunk.append(events[i])
-                    i += 1
-                if chunk:
-                    await producer.send_events(chunk, envelope=50)
-                    view.produced += len(chunk)
-                if sim_now - last_watermark >= 30:  # quiet partitions close their windows too
-                    await producer.send_watermarks(min(sim_now, end) - 1)
-                    last_watermark = sim_now
-                view.sim_time = datetime.fromtimestamp(min(sim_now, end), UTC)
-                batch = await consumer.getmany(timeout_ms=200)
-                for records in batch.values():
-                    for r in records:
-                        with contextlib.suppress(ValueError):
-                            view.on_warning(WarningRecord.model_validate_json(r.value))
-                view.scrape(settings.metrics_port)
-                live.update(view.render())
-                if i >= len(events) and sim_now > end + 300:
-                    await producer.send_watermarks(end + 300)
-                    break
+            ordered = sorted(events, key=lambda fe: fe[1].ts)
+            view.produced = await producer.replay(ordered, speed, on_tick=tick)
+            if view.produced == len(ordered):
+                await producer.send_watermarks(ordered[-1][1].ts.timestamp() + 300)
+                for _ in range(10):  # the last windows close: show them
+                    await tick(ordered[-1][1].ts.timestamp())
     finally:
         await consumer.stop()

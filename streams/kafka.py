@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -139,3 +139,39 @@ class EventProducer:
                 )
         await self.producer.flush()
         await asyncio.gather(*futures)
+
+    async def replay(
+        self,
+        items: list[tuple[str, EventBase]],
+        speed: float,
+        envelope: int = 50,
+        on_tick: Callable[[float], Awaitable[bool]] | None = None,
+        watermark_every_s: float = 30.0,
+    ) -> int:
+        """Produce time-ordered events paced by their event time: ``speed`` simulated seconds per
+        wall second (60 = an hour per minute). Watermarks every ``watermark_every_s`` of event
+        time let quiet partitions close their windows. ``on_tick(event_time)`` runs between
+        steps; returning False stops the replay. Returns the number of events sent."""
+        if not items:
+            return 0
+        loop = asyncio.get_running_loop()
+        t0, wall0 = items[0][1].ts.timestamp(), loop.time()
+        end = items[-1][1].ts.timestamp()
+        i, last_watermark = 0, t0
+        while True:
+            now = t0 + (loop.time() - wall0) * speed
+            chunk = []
+            while i < len(items) and items[i][1].ts.timestamp() <= now:
+                chunk.append(items[i])
+                i += 1
+            if chunk:
+                await self.send_events(chunk, envelope)
+            if now - last_watermark >= watermark_every_s:
+                await self.send_watermarks(min(now, end) - 1)
+                last_watermark = now
+            if on_tick is not None and not await on_tick(min(now, end)):
+                return i
+            if i >= len(items):
+                return i
+            if on_tick is None:
+                await asyncio.sleep(0.2)

@@ -4,6 +4,7 @@ tracked, refusing an edited migration, and producing exactly the columns the sin
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +77,21 @@ def test_server_features_by_version() -> None:
     assert new.datetime64 and new.ttl and new.low_cardinality and new.insert_deduplication_token
     with pytest.raises(RuntimeError, match="minimum supported"):
         ServerFeatures.parse("1.1.54394")
+
+
+def test_a_retried_insert_with_the_same_token_lands_once(client: ClickHouseClient, request: Any) -> None:
+    """Servers >= 22.3 (chdb here) drop a retry whose first attempt did land; 18.16 has no token
+    and keeps both copies until FINAL collapses them."""
+    db = f"token_{request.node.callspec.id}"
+    migrate(client, db)
+    cols = ("warning_id", "rule", "kpi", "dimension", "dimension_value", "level", "change", "value", "threshold")
+    cols += ("expected", "started_at", "updated_at", "resolved_at", "reason", "schema_version", "kafka_partition")
+    cols += ("kafka_offset", "ingested_at")
+    t = datetime(2026, 11, 2, 10, tzinfo=UTC)
+    row = ("w1", "r", "k", "queue", "billing", "red", "opened", 0.5, 0.6, None, t, t, None, "why", 1, 0, 7, t)
+    for _ in range(2):
+        client.insert(f"{db}.warnings", cols, [row], token="cc.warnings|[(0, 7, 7)]|0")
+    physical = int(client.execute(f"SELECT count() FROM {db}.warnings").scalar())
+    final = int(client.execute(f"SELECT count() FROM {db}.warnings FINAL").scalar())
+    assert final == 1
+    assert physical == (1 if client.features.insert_deduplication_token else 2)
