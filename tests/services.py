@@ -220,22 +220,17 @@ class PrometheusServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> PrometheusServer:
-        binary = shutil.which("prometheus")
-        if binary is None:
-            raise FileNotFoundError("prometheus is not installed: run `make test` (it installs it)")
-        self.proc = subprocess.Popen(
+        self.proc = _spawn_service(
+            ("prometheus",),
             [
-                binary,
                 f"--config.file={self.dir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={self.dir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--rules.alert.resend-delay=2s",
             ],
-            stdout=open(self.dir / "prometheus.log", "ab"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            self.dir / "prometheus.log",
+            self.port,
         )
-        wait_for_port(self.port, 60)
         return self
 
     def query(self, promql: str) -> list[dict[str, Any]]:
@@ -268,22 +263,17 @@ class AlertmanagerServer:
         (base / "alertmanager.yml").write_text(text)
 
     def start(self) -> AlertmanagerServer:
-        binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-        if binary is None:
-            raise FileNotFoundError("alertmanager is not installed: run `make test` (it installs it)")
-        self.proc = subprocess.Popen(
+        self.proc = _spawn_service(
+            ("prometheus-alertmanager", "alertmanager"),
             [
-                binary,
                 f"--config.file={self.dir / 'alertmanager.yml'}",
                 f"--storage.path={self.dir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 f"--cluster.listen-address=127.0.0.1:{self.cluster_port}",
             ],
-            stdout=open(self.dir / "alertmanager.log", "ab"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            self.dir / "alertmanager.log",
+            self.port,
         )
-        wait_for_port(self.port, 60)
         return self
 
     def stop(self) -> None:
@@ -324,6 +314,21 @@ class WebhookReceiver:
 
     def stop(self) -> None:
         self.server.shutdown()
+
+
+def _spawn_service(names: tuple[str, ...], args: list[str], log: Path, port: int) -> subprocess.Popen[bytes]:
+    """Start the first installed binary of ``names`` in its own process group; wait for its port."""
+    binary = next((b for b in map(shutil.which, names) if b), None)
+    if binary is None:
+        raise FileNotFoundError(f"{names[0]} is not installed: run `make test` (it installs it)")
+    proc = subprocess.Popen(
+        [binary, *args],
+        stdout=open(log, "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    wait_for_port(port, 60)
+    return proc
 
 
 def _stop(proc: subprocess.Popen[bytes] | None) -> None:
