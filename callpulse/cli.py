@@ -220,6 +220,76 @@ def produce(path: Path, envelope: int, watermark_after: float | None, speed: flo
     click.echo(f"produced {len(events)} events, {len(bad)} invalid lines not produced", err=True)
 
 
+# -- ingest -------------------------------------------------------------------------------------
+@main.group()
+def ingest() -> None:
+    """Bring other systems' data in: Asterisk queue_log, JSONL replay (docs/ingest.md)."""
+
+
+@ingest.command("queue-log")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["auto", "native", "realtime", "pbxware"]), default="auto")
+@click.option("--tz", default="UTC", show_default=True, help="zone of textual times in database exports")
+@click.option("--channel", default="phone", show_default=True)
+@click.option("--business-type", default="default", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="write JSONL, not Kafka")
+@click.option(
+    "--rejects", type=click.Path(dir_okay=False, path_type=Path), default=None, help="default PATH.rejects.jsonl"
+)
+@click.option("--follow", is_flag=True, help="keep reading a live file (rotation-safe) and produce continuously")
+def ingest_queue_log(
+    path: Path,
+    fmt: str,
+    tz: str,
+    channel: str,
+    business_type: str,
+    out: Path | None,
+    rejects: Path | None,
+    follow: bool,
+) -> None:
+    """Asterisk queue_log (native file or database export) -> call and agent events."""
+    import threading
+
+    from rich.progress import Progress
+
+    from callpulse.ingest.queue_log import QueueLogMapper, convert
+    from callpulse.ingest.runner import EventSink, Summary, ingest, read_lines
+    from callpulse.ingest.runner import follow as follow_file
+    from schemas.events import Channel
+
+    settings = Settings()
+    summary = Summary()
+    mapper = QueueLogMapper(Channel(channel), business_type)
+    rejects = rejects or path.with_name(path.name + ".rejects.jsonl")
+    with EventSink(settings, out, rejects, path.name) as sink:
+        if follow:
+            stop = threading.Event()
+            try:
+                lines = follow_file(path, stop)
+                ingest(convert(lines, mapper, None if fmt == "auto" else fmt, tz), sink, summary)
+            except KeyboardInterrupt:
+                stop.set()
+        else:
+            if not path.exists():
+                raise click.ClickException(f"{path} does not exist")
+            with Progress(transient=True) as progress:
+                task = progress.add_task(f"ingest {path.name}", total=path.stat().st_size)
+                lines = read_lines(path, summary, lambda n: progress.advance(task, n))
+                ingest(convert(lines, mapper, None if fmt == "auto" else fmt, tz), sink, summary)
+    click.echo(json.dumps({**summary.as_dict(), "mapped_by_event": dict(sorted(mapper.mapped.items()))}, indent=2))
+    click.echo(f"rejected lines with reasons: {rejects}", err=True)
+
+
+@ingest.command("jsonl")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--speed", type=float, default=None, help="replay at event-time pace x speed (default: at once)")
+@click.option("--envelope", type=int, default=50, show_default=True)
+@click.pass_context
+def ingest_jsonl(ctx: click.Context, path: Path, speed: float | None, envelope: int) -> None:
+    """Replay a JSONL file of callpulse events (original or accelerated timing)."""
+    ctx.invoke(produce, path=path, envelope=envelope, watermark_after=600.0, speed=speed)
+
+
 # -- KPIs ---------------------------------------------------------------------------------------
 @main.group()
 def kpis() -> None:

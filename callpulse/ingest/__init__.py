@@ -1,0 +1,1 @@
+"""Ingest adapters: other systems\x27 data into callpulse events (queue_log, CSV, JSONL)."""
