@@ -280,6 +280,30 @@ def ingest_queue_log(
     click.echo(f"rejected lines with reasons: {rejects}", err=True)
 
 
+@ingest.command("csv")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--mapping", required=True, help="a mapping file, or a shipped one: call-detail, contact-record, pwc-call-center"
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="write JSONL, not Kafka")
+@click.option(
+    "--rejects", type=click.Path(dir_okay=False, path_type=Path), default=None, help="default PATH.rejects.jsonl"
+)
+def ingest_csv(path: Path, mapping: str, out: Path | None, rejects: Path | None) -> None:
+    """A CSV export of another system -> callpulse events, by a mapping file (docs/ingest.md)."""
+    from callpulse.ingest.csv_export import convert_rows, load_mapping, read_rows
+    from callpulse.ingest.runner import EventSink, Summary, ingest, read_lines
+
+    settings = Settings()
+    summary = Summary()
+    m = load_mapping(mapping)
+    rejects = rejects or path.with_name(path.name + ".rejects.jsonl")
+    with EventSink(settings, out, rejects, path.name) as sink:
+        ingest(convert_rows(read_rows(read_lines(path, summary)), m), sink, summary)
+    click.echo(json.dumps(summary.as_dict(), indent=2))
+    click.echo(f"rejected lines with reasons: {rejects}", err=True)
+
+
 @ingest.command("jsonl")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--speed", type=float, default=None, help="replay at event-time pace x speed (default: at once)")

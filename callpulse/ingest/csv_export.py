@@ -1,0 +1,283 @@
+"""CSV exports of other systems -> callpulse events, driven by a mapping file (pure).
+
+A mapping (YAML, validated here) names the export's kind, which CSV column holds which field,
+how times are written and in which zone, and defaults for what the export lacks. Two kinds:
+
+* ``call_detail``: one row per call (id, start, queue, channel, agent, answered flag, wait,
+  talk, optional satisfaction) -> ``offered``, then ``answered`` + ``ended`` or ``abandoned``,
+  and a survey when a satisfaction is given;
+* ``contact_record``: one row per non-voice contact (date, channel, first-response minutes,
+  satisfaction 1-5, issue type, agent, remark) -> a ticket ``created`` and ``first_response``,
+  and a survey rating it with the remark as its comment (scrubbed before any sink).
+
+Shipped mappings: ``callpulse/ingest/mappings/*.yml``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from callpulse.ingest.queue_log import Rejected
+from schemas.events import (
+    CallEvent,
+    CallEventKind,
+    Channel,
+    EventBase,
+    SurveyEvent,
+    TicketEvent,
+    TicketEventKind,
+)
+
+MAPPINGS = Path(__file__).parent / "mappings"
+TRUE = {"y", "yes", "true", "1", "answered", "t"}
+
+
+class Mapping(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["call_detail", "contact_record"]
+    timezone: str = "UTC"
+    date_formats: list[str] = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]
+    columns: dict[str, str]  # callpulse field -> CSV column
+    defaults: dict[str, str] = {}
+    source: str = "csv"
+
+    def column(self, row: dict[str, str], name: str) -> str | None:
+        col = self.columns.get(name)
+        value = row.get(col, "").strip() if col else ""
+        return value or self.defaults.get(name)
+
+
+def load_mapping(name_or_path: str) -> Mapping:
+    path = Path(name_or_path)
+    if not path.exists():
+        path = MAPPINGS / f"{name_or_path}.yml"
+    return Mapping.model_validate(yaml.safe_load(path.read_text()))
+
+
+class RowError(ValueError):
+    def __init__(self, reason: str, error: str) -> None:
+        super().__init__(error)
+        self.reason = reason
+
+
+def _when(m: Mapping, row: dict[str, str]) -> datetime:
+    date = m.column(row, "date")
+    if date is None:
+        raise RowError("missing_field", "no date")
+    clock = m.column(row, "time")
+    text = f"{date} {clock}" if clock else date
+    for fmt in m.date_formats:
+        try:
+            t = datetime.strptime(text, fmt)
+            return (t if t.tzinfo else t.replace(tzinfo=ZoneInfo(m.timezone))).astimezone(UTC)
+        except ValueError:
+            continue
+    raise RowError("bad_time", f"{text!r} matches none of {m.date_formats}")
+
+
+def _seconds(text: str | None, what: str) -> float | None:
+    """``123``, ``12.5`` or ``H:MM:SS`` / ``MM:SS``."""
+    if text is None:
+        return None
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    if re.fullmatch(r"\d+(:\d{1,2}){1,2}", text):
+        total = 0.0
+        for part in text.split(":"):
+            total = total * 60 + int(part)
+        return total
+    raise RowError("not_a_number", f"{what} is not a duration: {text!r}")
+
+
+def _name(text: str | None, default: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.:\-/ ]", "_", text)[:64] if text else default
+
+
+def convert_rows(
+    rows: Iterable[tuple[int, dict[str, str], str] | Rejected], m: Mapping
+) -> Iterator[tuple[str, EventBase] | Rejected]:
+    """(line number, row, raw line) -> events or rejects."""
+    for item in rows:
+        if isinstance(item, Rejected):
+            yield item
+            continue
+        number, row, raw = item
+        try:
+            yield from _call_detail(m, row) if m.kind == "call_detail" else _contact_record(m, row)
+        except RowError as exc:
+            yield Rejected(number, raw, exc.reason, str(exc))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            yield Rejected(number, raw, "invalid_value", f"{'.'.join(map(str, err['loc']))}: {err['msg']}")
+
+
+def _rid(m: Mapping, row: dict[str, str]) -> str:
+    rid = m.column(row, "id")
+    return rid or hashlib.sha1(repr(sorted(row.items())).encode()).hexdigest()[:16]
+
+
+def _channel(m: Mapping, row: dict[str, str], default: str) -> Channel:
+    value = (m.column(row, "channel") or default).lower()
+    try:
+        return Channel(value)
+    except ValueError as exc:
+        raise RowError("invalid_enum", f"unknown channel {value!r}") from exc
+
+
+def _csat(m: Mapping, row: dict[str, str]) -> int | None:
+    text = m.column(row, "satisfaction")
+    if text is None:
+        return None
+    if not re.fullmatch(r"\d+", text):
+        raise RowError("not_a_number", f"satisfaction is not a number: {text!r}")
+    return int(text)
+
+
+def _call_detail(m: Mapping, row: dict[str, str]) -> list[tuple[str, EventBase]]:
+    rid = _rid(m, row)
+    start = _when(m, row)
+    wait = _seconds(m.column(row, "wait_seconds"), "wait") or 0.0
+    answered = (m.column(row, "answered") or "").lower() in TRUE
+    agent = m.column(row, "agent")
+    base: dict[str, Any] = {
+        "contact_id": f"{m.source}-{rid}",
+        "queue": _name(m.column(row, "queue"), "default"),
+        "channel": _channel(m, row, "phone"),
+        "business_type": _name(m.column(row, "business_type"), "default"),
+        "source_system": _name(m.source, "csv"),
+    }
+    out: list[tuple[str, EventBase]] = [
+        ("calls", CallEvent(event_id=f"{m.source}-{rid}-o", ts=start, kind=CallEventKind.offered, **base))
+    ]
+    at = start + timedelta(seconds=wait)
+    if answered:
+        talk = _seconds(m.column(row, "talk_seconds"), "talk") or 0.0
+        who = agent or "unknown"
+        out.append(
+            (
+                "calls",
+                CallEvent(
+                    event_id=f"{m.source}-{rid}-a",
+                    ts=at,
+                    kind=CallEventKind.answered,
+                    agent_id=who,
+                    wait_seconds=wait,
+                    **base,
+                ),
+            )
+        )
+        end = at + timedelta(seconds=talk)
+        out.append(
+            (
+                "calls",
+                CallEvent(
+                    event_id=f"{m.source}-{rid}-e",
+                    ts=end,
+                    kind=CallEventKind.ended,
+                    agent_id=who,
+                    talk_seconds=talk,
+                    **base,
+                ),
+            )
+        )
+        csat = _csat(m, row)
+        if csat is not None:
+            survey = SurveyEvent(
+                event_id=f"{m.source}-{rid}-s",
+                ts=end + timedelta(seconds=1),
+                survey_id=f"{m.source}-{rid}",
+                contact_id=base["contact_id"],
+                queue=base["queue"],
+                channel=base["channel"],
+                agent_id=who,
+                csat=csat,
+            )
+            out.append(("surveys", survey))
+    else:
+        out.append(
+            (
+                "calls",
+                CallEvent(
+                    event_id=f"{m.source}-{rid}-x", ts=at, kind=CallEventKind.abandoned, wait_seconds=wait, **base
+                ),
+            )
+        )
+    return out
+
+
+def _contact_record(m: Mapping, row: dict[str, str]) -> list[tuple[str, EventBase]]:
+    rid = _rid(m, row)
+    created = _when(m, row)
+    minutes = _seconds(m.column(row, "first_response_minutes"), "first response")
+    channel = _channel(m, row, "email")
+    base: dict[str, Any] = {
+        "ticket_id": f"{m.source}-{rid}",
+        "created_at": created,
+        "category": _name(m.column(row, "issue_type"), "general"),
+        "channel": channel,
+        "team": _name(m.column(row, "team"), "support"),
+        "business_type": _name(m.column(row, "business_type"), "default"),
+    }
+    agent = m.column(row, "agent")
+    out: list[tuple[str, EventBase]] = [
+        ("tickets", TicketEvent(event_id=f"{m.source}-{rid}-c", ts=created, kind=TicketEventKind.created, **base))
+    ]
+    last = created
+    if minutes is not None:
+        last = created + timedelta(minutes=minutes)
+        out.append(
+            (
+                "tickets",
+                TicketEvent(
+                    event_id=f"{m.source}-{rid}-r", ts=last, kind=TicketEventKind.first_response, agent_id=agent, **base
+                ),
+            )
+        )
+    csat = _csat(m, row)
+    if csat is not None:
+        out.append(
+            (
+                "surveys",
+                SurveyEvent(
+                    event_id=f"{m.source}-{rid}-s",
+                    ts=last + timedelta(seconds=1),
+                    survey_id=f"{m.source}-{rid}",
+                    ticket_id=base["ticket_id"],
+                    channel=channel,
+                    agent_id=agent,
+                    csat=csat,
+                    comment=(m.column(row, "remark") or None),
+                ),
+            )
+        )
+    return out
+
+
+def read_rows(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, str], str] | Rejected]:
+    """CSV lines (header first) -> (line number, row, raw) or a reject for a malformed row."""
+    import csv
+
+    reader = csv.reader(lines)
+    header: list[str] | None = None
+    for row in reader:
+        number = reader.line_num
+        raw = ",".join(row)
+        if header is None:
+            header = [c.strip() for c in row]
+            continue
+        if not any(c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            yield Rejected(number, raw, "wrong_field_count", f"{len(row)} fields where the header has {len(header)}")
+            continue
+        yield number, dict(zip(header, row, strict=True)), raw
