@@ -261,7 +261,7 @@ def ingest_queue_log(
     summary = Summary()
     mapper = QueueLogMapper(Channel(channel), business_type)
     rejects = rejects or path.with_name(path.name + ".rejects.jsonl")
-    with EventSink(settings, out, rejects, path.name) as sink:
+    with EventSink(settings, out, rejects, path.name, batch=1 if follow else 1000) as sink:
         if follow:
             stop = threading.Event()
             try:
@@ -298,8 +298,12 @@ def ingest_csv(path: Path, mapping: str, out: Path | None, rejects: Path | None)
     summary = Summary()
     m = load_mapping(mapping)
     rejects = rejects or path.with_name(path.name + ".rejects.jsonl")
-    with EventSink(settings, out, rejects, path.name) as sink:
-        ingest(convert_rows(read_rows(read_lines(path, summary)), m), sink, summary)
+    from rich.progress import Progress
+
+    with EventSink(settings, out, rejects, path.name) as sink, Progress(transient=True) as progress:
+        task = progress.add_task(f"ingest {path.name}", total=path.stat().st_size)
+        lines = read_lines(path, summary, lambda n: progress.advance(task, n))
+        ingest(convert_rows(read_rows(lines), m), sink, summary)
     click.echo(json.dumps(summary.as_dict(), indent=2))
     click.echo(f"rejected lines with reasons: {rejects}", err=True)
 

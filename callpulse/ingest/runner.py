@@ -102,8 +102,11 @@ def follow(path: Path, stop: threading.Event, poll_s: float = 0.5) -> Iterator[s
 class EventSink:
     """Where converted events go: a JSONL file, or Kafka (with dead letters for rejects)."""
 
-    def __init__(self, settings: Settings, out: Path | None, rejects: Path, source: str) -> None:
+    def __init__(self, settings: Settings, out: Path | None, rejects: Path, source: str, batch: int = 1000) -> None:
+        """``batch``: events buffered before they are written or produced (1 when following a
+        live file, so nothing waits for the next line)."""
         self.settings = settings
+        self.batch_size = batch
         self.out = out.open("wb") if out else None
         self.rejects = rejects.open("ab")
         self.source = source
@@ -135,12 +138,14 @@ class EventSink:
 
     def event(self, family: str, event: EventBase) -> None:
         self.batch.append((family, event))
-        if len(self.batch) >= 1000:
+        if len(self.batch) >= self.batch_size:
             self.flush()
 
     def reject(self, r: Rejected) -> None:
         line = {"source": self.source, "line": r.number, "reason": r.reason, "error": r.error, "raw": r.raw}
         self.rejects.write(orjson.dumps(line) + b"\n")
+        if self.batch_size == 1:
+            self.rejects.flush()
         if self._producer is not None:
             letter = DeadLetter(
                 source_topic=f"ingest:{self.source}",
@@ -151,6 +156,8 @@ class EventSink:
                 dead_lettered_at=datetime.now(UTC),
             )
             self.letters.append((r, letter))
+            if self.batch_size == 1:
+                self.flush()
 
     def flush(self) -> None:
         if self.out is not None:
