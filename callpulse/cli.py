@@ -318,6 +318,60 @@ def ingest_jsonl(ctx: click.Context, path: Path, speed: float | None, envelope: 
     ctx.invoke(produce, path=path, envelope=envelope, watermark_after=600.0, speed=speed)
 
 
+# -- staffing -----------------------------------------------------------------------------------
+def _duration(text: str) -> float:
+    """``30m``, ``180s``, ``1h`` or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    text = text.strip().lower()
+    if text and text[-1] in units:
+        return float(text[:-1]) * units[text[-1]]
+    return float(text)
+
+
+@main.command()
+@click.option("--volume", type=float, required=True, help="contacts offered in the interval")
+@click.option("--interval", default="30m", show_default=True)
+@click.option("--aht", default="180s", show_default=True, help="average handle time")
+@click.option("--target", default="0.8/20s", show_default=True, help="service level target: share/answer time")
+@click.option("--max-occupancy", type=float, default=None)
+@click.option("--shrinkage", type=float, default=0.0, show_default=True)
+@click.option("--patience", default=None, help="mean caller patience: adds an Erlang A line")
+def staffing(
+    volume: float,
+    interval: str,
+    aht: str,
+    target: str,
+    max_occupancy: float | None,
+    shrinkage: float,
+    patience: str | None,
+) -> None:
+    """Agents needed for an interval (Erlang C, optionally Erlang A), for planners."""
+    from streams.staffing import ErlangA, ErlangC, scheduled_agents
+
+    share, _, within = target.partition("/")
+    sl_target, target_s = float(share), _duration(within or "20s")
+    traffic = ErlangC(volume, _duration(interval), _duration(aht))
+    n = traffic.required_agents(sl_target, target_s, max_occupancy)
+    click.echo(f"offered load          {traffic.load:.2f} Erlangs")
+    click.echo(
+        f"agents needed         {n}  (service level >= {sl_target:.0%} in {target_s:g}s"
+        + (f", occupancy <= {max_occupancy:.0%})" if max_occupancy else ")")
+    )
+    if n:
+        click.echo(f"  service level       {traffic.service_level(n, target_s):.1%}")
+        click.echo(f"  probability of wait {traffic.wait_probability(n):.1%}")
+        click.echo(f"  ASA                 {traffic.asa(n):.1f}s")
+        click.echo(f"  occupancy           {traffic.occupancy(n):.1%}")
+    click.echo(f"agents to schedule    {scheduled_agents(n, shrinkage)}  (shrinkage {shrinkage:.0%})")
+    if patience and n:
+        a = ErlangA(volume, _duration(interval), _duration(aht), _duration(patience))
+        click.echo(
+            f"with abandonment (Erlang A, patience {_duration(patience):g}s) at {n} agents: "
+            f"wait {a.wait_probability(n):.1%}, abandon {a.abandon_probability(n):.1%}, "
+            f"mean queue time {a.asa(n):.1f}s, occupancy {a.occupancy(n):.1%}"
+        )
+
+
 # -- KPIs ---------------------------------------------------------------------------------------
 @main.group()
 def kpis() -> None:

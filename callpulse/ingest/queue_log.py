@@ -276,112 +276,45 @@ class QueueLogMapper:
         agent = agent_id(line.agent)
         d = line.data
         out: list[tuple[str, EventBase]] = []
+
+        def call(kind: CallEventKind, suffix: str = "", **fields: Any) -> None:
+            out.append(("calls", CallEvent(event_id=self._id(line, suffix), kind=kind, **base, **fields)))
+
+        def agent_now(state: AgentState) -> None:
+            if agent:
+                out.append(("agents", self._state(line, agent, state, "-a")))
+
         if event == "ENTERQUEUE":
             caller = d[1].strip() if len(d) > 1 and d[1].strip() not in ("", "unknown") else None
             pos = int(_num(d, 2, "position")) if len(d) > 2 and d[2].strip() else None
-            out.append(
-                (
-                    "calls",
-                    CallEvent(
-                        event_id=self._id(line),
-                        kind=CallEventKind.offered,
-                        caller_number=caller,
-                        queue_position=pos,
-                        **base,
-                    ),
-                )
-            )
+            call(CallEventKind.offered, caller_number=caller, queue_position=pos)
         elif event == "CONNECT":
-            wait, ring = _num(d, 0, "holdtime"), (_num(d, 2, "ringtime") if len(d) > 2 and d[2].strip() else None)
-            out.append(
-                (
-                    "calls",
-                    CallEvent(
-                        event_id=self._id(line),
-                        kind=CallEventKind.answered,
-                        agent_id=agent or "unknown",
-                        wait_seconds=wait,
-                        ring_seconds=ring,
-                        **base,
-                    ),
-                )
+            ring = _num(d, 2, "ringtime") if len(d) > 2 and d[2].strip() else None
+            call(
+                CallEventKind.answered,
+                agent_id=agent or "unknown",
+                wait_seconds=_num(d, 0, "holdtime"),
+                ring_seconds=ring,
             )
-            if agent:
-                out.append(("agents", self._state(line, agent, AgentState.busy, "-a")))
+            agent_now(AgentState.busy)
         elif event in CALL_END:
-            talk = _num(d, 1, "calltime")
-            out.append(
-                (
-                    "calls",
-                    CallEvent(
-                        event_id=self._id(line),
-                        kind=CallEventKind.ended,
-                        agent_id=agent,
-                        talk_seconds=talk,
-                        hangup_by=CALL_END[event],
-                        **base,
-                    ),
-                )
-            )
-            if agent:
-                out.append(("agents", self._state(line, agent, AgentState.ready, "-a")))
+            call(CallEventKind.ended, agent_id=agent, talk_seconds=_num(d, 1, "calltime"), hangup_by=CALL_END[event])
+            agent_now(AgentState.ready)
         elif event in QUEUE_EXITS:
             i = 3 if event == "EXITWITHKEY" else 2
             wait = _num(d, i, "waittime") if event not in ("AGENTDUMP", "SYSCOMPAT") else 0.0
             by = "customer" if event in ("ABANDON", "EXITWITHKEY", "AGENTDUMP") else "system"
-            out.append(
-                (
-                    "calls",
-                    CallEvent(
-                        event_id=self._id(line), kind=CallEventKind.abandoned, wait_seconds=wait, hangup_by=by, **base
-                    ),
-                )
-            )
+            call(CallEventKind.abandoned, wait_seconds=wait, hangup_by=by)
         elif event in TRANSFERS:
             talk = _num(d, 3, "calltime")
             target = d[0].strip() if d and d[0].strip() else None
             target = re.sub(r"[^A-Za-z0-9_.:\-/ ]", "_", target)[:64] if target else None
-            out.append(
-                (
-                    "calls",
-                    CallEvent(
-                        event_id=self._id(line, "-t"),
-                        kind=CallEventKind.transferred,
-                        agent_id=agent,
-                        transfer_target=target,
-                        **base,
-                    ),
-                )
-            )
-            out.append(
-                (
-                    "calls",
-                    CallEvent(
-                        event_id=self._id(line),
-                        kind=CallEventKind.ended,
-                        agent_id=agent,
-                        talk_seconds=talk,
-                        hangup_by="agent",
-                        **base,
-                    ),
-                )
-            )
-            if agent:
-                out.append(("agents", self._state(line, agent, AgentState.ready, "-a")))
+            call(CallEventKind.transferred, "-t", agent_id=agent, transfer_target=target)
+            call(CallEventKind.ended, agent_id=agent, talk_seconds=talk, hangup_by="agent")
+            agent_now(AgentState.ready)
         elif event == "RINGNOANSWER":
             ring_ms = _num(d, 0, "ringtime (ms)")
-            out.append(
-                (
-                    "calls",
-                    CallEvent(
-                        event_id=self._id(line),
-                        kind=CallEventKind.ring_no_answer,
-                        agent_id=agent or "unknown",
-                        ring_seconds=ring_ms / 1000.0,
-                        **base,
-                    ),
-                )
-            )
+            call(CallEventKind.ring_no_answer, agent_id=agent or "unknown", ring_seconds=ring_ms / 1000.0)
         return out
 
     def _state(

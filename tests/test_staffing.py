@@ -1,0 +1,95 @@
+"""Staffing math: Erlang C equal to an exact rational implementation and to pyworkforce on a
+grid; the edge cases (unstable load, zero volume, shrinkage rounding, hundreds of agents); Erlang A
+consistent with Erlang C when nobody abandons."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import pytest
+from click.testing import CliRunner
+
+from callpulse.cli import main
+from streams.staffing import ErlangA, ErlangC, Unstable, erlang_c, scheduled_agents
+
+
+def exact_erlang_c(agents: int, load: Fraction) -> Fraction:
+    """Textbook formula with exact integers and fractions (factorials and all)."""
+    top = load**agents / math.factorial(agents) * Fraction(agents) / (agents - load)
+    bottom = sum(load**k / math.factorial(k) for k in range(agents)) + top
+    return top / bottom
+
+
+GRID = [(n, Fraction(a, 4)) for n in (1, 2, 5, 10, 25, 60) for a in range(1, 4 * n) if Fraction(a, 4) < n][::3]
+
+
+@pytest.mark.parametrize(("agents", "load"), GRID)
+def test_erlang_c_equals_the_exact_formula(agents: int, load: Fraction) -> None:
+    exact = exact_erlang_c(agents, load)
+    assert erlang_c(agents, float(load)) == pytest.approx(float(exact), rel=1e-12, abs=1e-15)
+    traffic = ErlangC(volume=float(load) * 1800 / 180, interval_s=1800, aht_s=180)
+    asa_exact = float(exact) * 180 / (agents - float(load))
+    assert traffic.asa(agents) == pytest.approx(asa_exact, rel=1e-9, abs=1e-12)
+
+
+CASES = [
+    (vol, aht, target, sl, occ)
+    for vol in (20, 100, 350, 1200)
+    for aht in (120, 300)
+    for target in (20, 60)
+    for sl, occ in ((0.8, None), (0.9, 0.85))
+]
+
+
+@pytest.mark.parametrize(("volume", "aht_s", "target_s", "sl", "max_occ"), CASES)
+def test_erlang_c_equals_pyworkforce(volume: int, aht_s: int, target_s: int, sl: float, max_occ: float | None) -> None:
+    from pyworkforce.queuing import ErlangC as PwErlangC
+
+    pw = PwErlangC(transactions=volume, asa=target_s / 60, aht=aht_s / 60, interval=30, shrinkage=0.0)
+    ours = ErlangC(volume, 1800, aht_s)
+    theirs = pw.required_positions(service_level=sl, max_occupancy=max_occ or 1.0)
+    n = ours.required_agents(sl, target_s, max_occ)
+    assert n == theirs["raw_positions"]
+    assert ours.service_level(n, target_s) == pytest.approx(theirs["service_level"], rel=1e-9)
+    assert ours.wait_probability(n) == pytest.approx(theirs["waiting_probability"], rel=1e-9)
+    assert ours.occupancy(n) == pytest.approx(theirs["occupancy"], rel=1e-12)
+
+
+def test_edge_cases() -> None:
+    with pytest.raises(Unstable):
+        erlang_c(10, 10.0)
+    with pytest.raises(Unstable):
+        ErlangC(200, 1800, 180).service_level(20, 20)  # 20 Erlangs on 20 agents
+    idle = ErlangC(0, 1800, 180)
+    assert idle.required_agents(0.8, 20) == 0 and idle.service_level(1, 20) == 1.0 and idle.asa(1) == 0.0
+    # shrinkage: 21 / (1 - 0.3) is exactly 30 (floating point says 30.000000000000004 -> 31)
+    assert math.ceil(21 / (1 - 0.3)) == 31
+    assert scheduled_agents(21, 0.3) == 30 and scheduled_agents(14, 0.3) == 20 and scheduled_agents(15, 0.3) == 22
+    assert scheduled_agents(10, 0.0) == 10
+    # hundreds of agents: no factorial overflow
+    big = ErlangC(volume=9600, interval_s=1800, aht_s=90)  # 480 Erlangs
+    n = big.required_agents(0.8, 20)
+    assert 480 < n < 520 and 0.8 <= big.service_level(n, 20) < big.service_level(n + 1, 20)
+    # the occupancy cap binds: 85 % of 10 Erlangs needs 12 agents even if the SL needs fewer
+    assert ErlangC(100, 1800, 180).required_agents(0.5, 60, max_occupancy=0.85) == 12
+
+
+def test_erlang_a_tends_to_erlang_c_and_abandonment_behaves() -> None:
+    c = ErlangC(100, 1800, 180)
+    a = ErlangA(100, 1800, 180, patience_s=1e9)
+    assert a.wait_probability(12) == pytest.approx(c.wait_probability(12), rel=1e-6)
+    assert a.asa(12) == pytest.approx(c.asa(12), rel=1e-5)
+    impatient = ErlangA(100, 1800, 180, patience_s=60)
+    assert impatient.abandon_probability(10) > impatient.abandon_probability(12) > impatient.abandon_probability(14) > 0
+    # with abandonment the queue is stable even with fewer agents than Erlangs
+    assert 0 < ErlangA(200, 1800, 180, patience_s=60).wait_probability(15) < 1
+
+
+def test_staffing_command_prints_the_calculation() -> None:
+    args = ["staffing", "--volume", "100", "--interval", "30m", "--aht", "180s", "--target", "0.8/20s"]
+    out = CliRunner().invoke(main, [*args, "--max-occupancy", "0.85", "--shrinkage", "0.3", "--patience", "60s"])
+    assert out.exit_code == 0, out.output
+    assert "offered load          10.00 Erlangs" in out.output
+    assert "agents needed         14" in out.output and "agents to schedule    20" in out.output
+    assert "Erlang A" in out.output
