@@ -565,13 +565,7 @@ def _replay(path: Path, s: Settings) -> list[Any]:
 
     events = [(ln.family, ln.event) for ln in read_jsonl(path) if ln.event is not None]
     final = max(e.ts.timestamp() for _, e in events) + s.grace_s + 2 * s.base_window_s
-    merge = MergeParams(
-        base=s.base_window_s,
-        sizes=tuple(s.window_sizes_s),
-        thresholds=tuple(s.sl_thresholds_s),
-        repeat_horizon=s.repeat_horizon_s,
-        complaint_horizon=s.repeat_complaint_horizon_s,
-    )
+    merge = MergeParams.from_settings(s)
     pipe = LocalPipeline(EngineParams.from_settings(s), merge, s.partitions, s.sl_default_variant)
     pipe.feed(arrivals_from_events(events, s.partitions, final), batch=2000)  # type: ignore[arg-type]
     return pipe.records

@@ -140,8 +140,9 @@ class KpiGauges:
             for t in self.thresholds:
                 v = k.value("service_level", t) if k.volume("service_level") > 0 else None
                 self._set(self.service_level.labels(dim, label, str(t)), v)
+            by_lookback = {lb: detector.lookback(keys, lb) for lb in {lb for _, lb in self.rolling.values()}}
             for kpi, (gauge, lookback) in self.rolling.items():
-                k = detector.lookback(keys, lookback)
+                k = by_lookback[lookback]
                 v = k.value(kpi)
                 if kpi not in ("offered", "backlog") and k.volume(kpi) == 0:
                     v = None

@@ -99,13 +99,7 @@ class KpiWorker:
 
     def _new_merger(self) -> WindowMerger:
         s = self.settings
-        params = MergeParams(
-            base=s.base_window_s,
-            sizes=tuple(s.window_sizes_s),
-            thresholds=self.thresholds,
-            repeat_horizon=s.repeat_horizon_s,
-            complaint_horizon=s.repeat_complaint_horizon_s,
-        )
+        params = MergeParams.from_settings(s)
         return WindowMerger(params, expected_sources(s.topics.inputs(), s.partitions))
 
     def _new_detector(self) -> EarlyWarningDetector:

@@ -33,6 +33,16 @@ class MergeParams:
     repeat_horizon: int = 86_400
     complaint_horizon: int = 7 * 86_400
 
+    @classmethod
+    def from_settings(cls, s: Any) -> MergeParams:
+        return cls(
+            base=s.base_window_s,
+            sizes=tuple(s.window_sizes_s),
+            thresholds=tuple(s.sl_thresholds_s),
+            repeat_horizon=s.repeat_horizon_s,
+            complaint_horizon=s.repeat_complaint_horizon_s,
+        )
+
 
 @dataclass
 class FinalWindow:

@@ -143,12 +143,22 @@ def _csat(m: Mapping, row: dict[str, str]) -> int | None:
     return int(text)
 
 
+def _survey(m: Mapping, row: dict[str, str], rid: str, ts: datetime, **rated: Any) -> list[tuple[str, EventBase]]:
+    """The row's satisfaction rating, if any, as a survey one second after the contact."""
+    csat = _csat(m, row)
+    if csat is None:
+        return []
+    sid = f"{m.source}-{rid}"
+    return [
+        ("surveys", SurveyEvent(event_id=f"{sid}-s", ts=ts + timedelta(seconds=1), survey_id=sid, csat=csat, **rated))
+    ]
+
+
 def _call_detail(m: Mapping, row: dict[str, str]) -> list[tuple[str, EventBase]]:
     rid = _rid(m, row)
     start = _when(m, row)
     wait = _seconds(m.column(row, "wait_seconds"), "wait") or 0.0
     answered = (m.column(row, "answered") or "").lower() in TRUE
-    agent = m.column(row, "agent")
     base: dict[str, Any] = {
         "contact_id": f"{m.source}-{rid}",
         "queue": _name(m.column(row, "queue"), "default"),
@@ -156,63 +166,21 @@ def _call_detail(m: Mapping, row: dict[str, str]) -> list[tuple[str, EventBase]]
         "business_type": _name(m.column(row, "business_type"), "default"),
         "source_system": _name(m.source, "csv"),
     }
-    out: list[tuple[str, EventBase]] = [
-        ("calls", CallEvent(event_id=f"{m.source}-{rid}-o", ts=start, kind=CallEventKind.offered, **base))
-    ]
+
+    def call(suffix: str, ts: datetime, kind: CallEventKind, **fields: Any) -> tuple[str, EventBase]:
+        return ("calls", CallEvent(event_id=f"{m.source}-{rid}-{suffix}", ts=ts, kind=kind, **base, **fields))
+
+    out = [call("o", start, CallEventKind.offered)]
     at = start + timedelta(seconds=wait)
-    if answered:
-        talk = _seconds(m.column(row, "talk_seconds"), "talk") or 0.0
-        who = agent or "unknown"
-        out.append(
-            (
-                "calls",
-                CallEvent(
-                    event_id=f"{m.source}-{rid}-a",
-                    ts=at,
-                    kind=CallEventKind.answered,
-                    agent_id=who,
-                    wait_seconds=wait,
-                    **base,
-                ),
-            )
-        )
-        end = at + timedelta(seconds=talk)
-        out.append(
-            (
-                "calls",
-                CallEvent(
-                    event_id=f"{m.source}-{rid}-e",
-                    ts=end,
-                    kind=CallEventKind.ended,
-                    agent_id=who,
-                    talk_seconds=talk,
-                    **base,
-                ),
-            )
-        )
-        csat = _csat(m, row)
-        if csat is not None:
-            survey = SurveyEvent(
-                event_id=f"{m.source}-{rid}-s",
-                ts=end + timedelta(seconds=1),
-                survey_id=f"{m.source}-{rid}",
-                contact_id=base["contact_id"],
-                queue=base["queue"],
-                channel=base["channel"],
-                agent_id=who,
-                csat=csat,
-            )
-            out.append(("surveys", survey))
-    else:
-        out.append(
-            (
-                "calls",
-                CallEvent(
-                    event_id=f"{m.source}-{rid}-x", ts=at, kind=CallEventKind.abandoned, wait_seconds=wait, **base
-                ),
-            )
-        )
-    return out
+    if not answered:
+        return [*out, call("x", at, CallEventKind.abandoned, wait_seconds=wait)]
+    talk = _seconds(m.column(row, "talk_seconds"), "talk") or 0.0
+    who = m.column(row, "agent") or "unknown"
+    end = at + timedelta(seconds=talk)
+    out.append(call("a", at, CallEventKind.answered, agent_id=who, wait_seconds=wait))
+    out.append(call("e", end, CallEventKind.ended, agent_id=who, talk_seconds=talk))
+    rated = {"contact_id": base["contact_id"], "queue": base["queue"], "channel": base["channel"], "agent_id": who}
+    return out + _survey(m, row, rid, end, **rated)
 
 
 def _contact_record(m: Mapping, row: dict[str, str]) -> list[tuple[str, EventBase]]:
@@ -235,32 +203,12 @@ def _contact_record(m: Mapping, row: dict[str, str]) -> list[tuple[str, EventBas
     last = created
     if minutes is not None:
         last = created + timedelta(minutes=minutes)
-        out.append(
-            (
-                "tickets",
-                TicketEvent(
-                    event_id=f"{m.source}-{rid}-r", ts=last, kind=TicketEventKind.first_response, agent_id=agent, **base
-                ),
-            )
+        first = TicketEvent(
+            event_id=f"{m.source}-{rid}-r", ts=last, kind=TicketEventKind.first_response, agent_id=agent, **base
         )
-    csat = _csat(m, row)
-    if csat is not None:
-        out.append(
-            (
-                "surveys",
-                SurveyEvent(
-                    event_id=f"{m.source}-{rid}-s",
-                    ts=last + timedelta(seconds=1),
-                    survey_id=f"{m.source}-{rid}",
-                    ticket_id=base["ticket_id"],
-                    channel=channel,
-                    agent_id=agent,
-                    csat=csat,
-                    comment=(m.column(row, "remark") or None),
-                ),
-            )
-        )
-    return out
+        out.append(("tickets", first))
+    rated = {"ticket_id": base["ticket_id"], "channel": channel, "agent_id": agent, "comment": m.column(row, "remark")}
+    return out + _survey(m, row, rid, last, **rated)
 
 
 def read_rows(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, str], str] | Rejected]:

@@ -169,18 +169,10 @@ def series_records(path: Path) -> tuple[list[KpiRecord], int]:
             dimension="all",
             dimension_value="",
             offered=round(v),
-            **_EMPTY,
         )
         for t, v in rows
     ]
     return records, step
-
-
-_EMPTY = {
-    n: (f.default if f.default_factory is None else f.default_factory())  # type: ignore[call-arg]
-    for n, f in KpiRecord.model_fields.items()
-    if n not in ("window_size_s", "window_start", "window_end", "dimension", "dimension_value", "offered")
-}
 
 
 def run_detector(detector: EarlyWarningDetector, records: Iterable[KpiRecord]) -> list[WarningRecord]:

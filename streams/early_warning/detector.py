@@ -20,6 +20,13 @@ from streams.early_warning.tracker import Evaluation, WarningTracker
 
 Key = tuple[str, str]  # (dimension, value)
 
+# the three-level emergency plan a surge warning names
+EMERGENCY_PLAN = {
+    WarningLevel.yellow: "level 1: call in backup agents",
+    WarningLevel.orange: "level 2: borrow agents from other lines",
+    WarningLevel.red: "level 3: IVR deflection and callback",
+}
+
 
 def _fmt(kpi: str, v: float | None) -> str:
     if v is None:
@@ -141,14 +148,9 @@ class EarlyWarningDetector:
                         if worse(ratio, d.exit_ratio):
                             hold = lv
                 shown = enter or hold
-                plan = {
-                    WarningLevel.yellow: "level 1: call in backup agents",
-                    WarningLevel.orange: "level 2: borrow agents from other lines",
-                    WarningLevel.red: "level 3: IVR deflection and callback",
-                }
                 if kind == "surge" and shown:
                     reason = f"{where}: {observed:.0f} contacts in {rule.lookback_s / 60:.0f} min, {ratio:.1f}x the "
-                    reason += f"{expected:.0f} expected for this hour of the week (z {z:.1f}); {plan[shown]}"
+                    reason += f"{expected:.0f} expected for this hour of the week (z {z:.1f}); {EMERGENCY_PLAN[shown]}"
                 elif kind == "drop" and shown:
                     reason = f"{where}: only {observed:.0f} contacts in {rule.lookback_s / 60:.0f} min where "
                     reason += f"{expected:.0f} are expected (z {z:.1f}): check lines, IVR and routing"
