@@ -372,6 +372,61 @@ def staffing(
         )
 
 
+@main.group()
+def forecast() -> None:
+    """Interval volume forecasts (the seasonal baseline of the surge detector)."""
+
+
+@forecast.command("backtest")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--time-column", default="timestamp", show_default=True)
+@click.option("--value-column", default="value", show_default=True)
+@click.option("--interval", default="15m", show_default=True, help="forecast interval")
+@click.option("--horizons", default="1,4", show_default=True, help="intervals ahead of the origin")
+@click.option("--weeks", type=int, default=5, show_default=True, help="weeks of history in the profile")
+@click.option("--warmup-days", type=int, default=35, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def forecast_backtest(
+    path: Path,
+    time_column: str,
+    value_column: str,
+    interval: str,
+    horizons: str,
+    weeks: int,
+    warmup_days: int,
+    as_json: bool,
+) -> None:
+    """Rolling-origin backtest of the interval forecast on a volume series (CSV), against the
+    seasonal-naive forecast (the same slot one week earlier)."""
+    import csv
+    from datetime import UTC, datetime
+
+    from streams.forecast import backtest as run_backtest
+
+    def ts(text: str) -> float:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
+
+    with path.open(newline="") as fh:
+        series = sorted((ts(r[time_column]), float(r[value_column])) for r in csv.DictReader(fh))
+    hs = tuple(int(h) for h in horizons.split(","))
+    report = run_backtest(series, int(_duration(interval)), hs, weeks, warmup_days=warmup_days).as_dict()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(
+        f"{report['days']} days, {report['origins']} forecast origins, {report['interval_s'] // 60}-minute intervals"
+    )
+    head = ("horizon", 8), ("intervals", 9), ("WAPE", 8), ("MAPE", 8), ("naive WAPE", 11), ("naive MAPE", 11)
+    click.echo(" ".join(f"{name:>{width}}" for name, width in head) + f" {'80% PI':>7}")
+    for h, row in report["horizons"].items():
+        ours, naive = row["callpulse"], row["seasonal_naive"]
+        click.echo(
+            f"{h:>8} {ours['intervals']:>9} {ours['wape']:>8.2%} {ours['mape']:>8.2%} "
+            f"{naive['wape']:>11.2%} {naive['mape']:>11.2%} {ours['coverage']:>7.1%}"
+        )
+
+
 # -- KPIs ---------------------------------------------------------------------------------------
 @main.group()
 def kpis() -> None:

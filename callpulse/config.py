@@ -33,6 +33,7 @@ class Topics(BaseModel):
     agents: str = "cc.agents"
     kpis: str = "cc.kpis"
     warnings: str = "cc.warnings"
+    staffing: str = "cc.staffing"
     dlq: str = "cc.dlq"
     partials: str = "cc.kpi-partials"
 

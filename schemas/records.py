@@ -1,4 +1,4 @@
-"""Records the pipeline emits: final KPI windows, warnings, and dead-letter metadata.
+"""Records the pipeline emits: final KPI windows, warnings, staffing intervals, dead-letter metadata.
 
 Field meanings and formulas: ``docs/kpis.md``. Ratios are 0..1 (``None`` when the
 denominator is zero: "no calls" is not "0 % service level"). Durations are seconds.
@@ -135,6 +135,41 @@ class WarningRecord(BaseModel):
     updated_at: AwareDatetime
     resolved_at: AwareDatetime | None = None
     reason: str
+
+
+class StaffingRecord(BaseModel):
+    """The staffing figures of one closed planning interval for one dimension value (topic
+    ``cc.staffing``, key ``interval|start|dimension|value``): the forecast made when the interval
+    started, what was offered, agents required (Erlang C for the target) on each, agents staffed
+    (ready + busy + ACW, mean), the gap and the service level those agents could give.
+    Definitions: ``docs/staffing.md``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    interval_start: AwareDatetime
+    interval_end: AwareDatetime
+    interval_s: int
+    dimension: Dimension
+    dimension_value: str
+    windows: int  # base windows seen in the interval
+    forecast_contacts: Number = None
+    forecast_low: Number = None
+    forecast_high: Number = None
+    offered: int = 0
+    aht_seconds: Number = None
+    required_agents_forecast: int | None = None
+    required_agents_actual: int | None = None
+    staffed_agents: Number = None
+    gap_agents: Number = None  # max(required) - staffed; > 0 = understaffed
+    expected_service_level: Number = None  # Erlang C with the staffed agents on the offered load
+    service_level: Number = None  # measured, same threshold
+    target_service_level: float
+    threshold_s: int
+    forecast_wape: Number = None  # rolling, over the last day of intervals incl. this one
+
+    def key(self) -> str:
+        return f"{self.interval_s}|{int(self.interval_start.timestamp())}|{self.dimension}|{self.dimension_value}"
 
 
 class DeadLetterReason(StrEnum):

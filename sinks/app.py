@@ -5,8 +5,9 @@ store being slow or down never holds back the real-time KPIs and alerts. Scale-o
 more sink processes in the group share the partitions.
 
 Agents, one per topic: raw events -> ``call_events`` / ``ticket_events`` / ``survey_responses``
-/ ``agent_state_events``; ``cc.kpis`` -> ``kpi_window``; ``cc.warnings`` -> ``warnings``. Each
-takes a batch of records, turns it into rows and awaits ``ClickHouseSink.write``; Faust acks
+/ ``agent_state_events``; ``cc.kpis`` -> ``kpi_window``; ``cc.warnings`` -> ``warnings``;
+``cc.staffing`` -> ``staffing_interval``. Each takes a batch of records, turns it into rows and
+awaits ``ClickHouseSink.write``; Faust acks
 the batch (and later commits its offsets) only after that returns, i.e. after ClickHouse has
 acknowledged every row.
 """
@@ -24,10 +25,19 @@ from pydantic import BaseModel, ValidationError
 from callpulse.config import Settings
 from schemas.codec import EventDecoder, parse_watermark
 from schemas.pii import Pseudonymizer
-from schemas.records import DeadLetter, DeadLetterReason, KpiRecord, WarningRecord
+from schemas.records import DeadLetter, DeadLetterReason, KpiRecord, StaffingRecord, WarningRecord
 from sinks.clickhouse import ClickHouseSink, spans_of
 from sinks.metrics import SinkMetrics
-from sinks.rows import KPI_COLUMNS, WARNING_COLUMNS, Origin, RowBuilder, kpi_row, warning_row
+from sinks.rows import (
+    KPI_COLUMNS,
+    STAFFING_COLUMNS,
+    WARNING_COLUMNS,
+    Origin,
+    RowBuilder,
+    kpi_row,
+    staffing_row,
+    warning_row,
+)
 from streams.app import faust_settings
 
 log = logging.getLogger("callpulse.sink")
@@ -88,6 +98,14 @@ class SinkWorker:
         ]
         await self.sink.write("warnings", WARNING_COLUMNS, rows, self._spans(events))
 
+    async def write_staffing(self, events: Sequence[faust.types.EventT]) -> None:
+        now = datetime.now(UTC)
+        rows = [
+            staffing_row(rec, Origin(ev.message.partition, ev.message.offset, now))
+            for ev, rec in await self._parse(events, StaffingRecord)
+        ]
+        await self.sink.write("staffing_interval", STAFFING_COLUMNS, rows, self._spans(events))
+
     async def _parse(self, events: Sequence[faust.types.EventT], model: type[BaseModel]) -> list[tuple[Any, Any]]:
         """Parse records the pipeline itself produced; one that does not parse (a version
         mismatch) is dead-lettered with its bytes, never dropped and never a crash."""
@@ -145,6 +163,11 @@ def create_sink_app(settings: Settings, metrics: SinkMetrics | None = None) -> t
     async def sink_warnings(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(size, within=within):
             await worker.write_warnings(batch)
+
+    @app.agent(app.topic(settings.topics.staffing, partitions=1, **raw), name="callpulse.sink_staffing")
+    async def sink_staffing(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(size, within=within):
+            await worker.write_staffing(batch)
 
     @app.task
     async def connect() -> None:

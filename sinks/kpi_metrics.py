@@ -10,7 +10,10 @@ queue, channel or business type; empty for ``all``):
 * live values refreshed every second from the worker's own partitions: contacts waiting and in
   progress, longest current wait, agents per state. Each worker exports its share: sum them in
   PromQL (``max`` for the longest wait);
-* ``callpulse_warning_active``: 1 per open warning at its level (the series Alertmanager pages on).
+* ``callpulse_warning_active``: 1 per open warning at its level (the series Alertmanager pages on);
+* the staffing gap of the first staffing rule (``docs/staffing.md``): agents staffed, required
+  on the forecast and on the actual rate, the gap, the service level expected with today's staff,
+  the next interval's forecast and its rolling WAPE.
 
 Label cardinality is bounded: never an agent or customer label, and at most
 ``max_values`` values per dimension; the rest share the value ``other`` (ratios over their union).
@@ -105,6 +108,35 @@ class KpiGauges:
             labels,
             registry=registry,
         )
+        self.staffing = {
+            name: Gauge(f"callpulse_staffing_{name}", doc, labels, registry=registry)
+            for name, doc in (
+                ("staffed_agents", "Agents ready, busy or in after-call work (last minute)"),
+                ("gap_agents", "Agents required for the service-level target minus agents staffed; > 0 = short"),
+                (
+                    "expected_service_level_ratio",
+                    "Service level Erlang C expects with the agents staffed now (larger of forecast and actual load)",
+                ),
+            )
+        }
+        self.required = Gauge(
+            "callpulse_staffing_required_agents",
+            "Agents required (Erlang C) for the target on the next interval's forecast or the current rate",
+            [*labels, "basis"],
+            registry=registry,
+        )
+        self.forecast = Gauge(
+            "callpulse_forecast_contacts",
+            "Contacts forecast for the next planning interval, with the 80 % prediction interval",
+            [*labels, "bound"],
+            registry=registry,
+        )
+        self.forecast_wape = Gauge(
+            "callpulse_forecast_wape_ratio",
+            "Forecast error of the last day's intervals: sum |actual - forecast| / sum actual",
+            labels,
+            registry=registry,
+        )
         self._warning_series: set[tuple[str, ...]] = set()
         self._live_contacts: set[tuple[str, str]] = set()
         self._live_agents: set[tuple[str, str]] = set()
@@ -192,9 +224,38 @@ class KpiGauges:
             self.warning_level.labels(*key).set(worst.get(key, 0))
         self._level_series |= set(worst)
 
+    def update_staffing(self, detector: EarlyWarningDetector) -> None:
+        """The first staffing rule's latest gap per dimension value (values past the label cap
+        are left out: required agents of several queues do not add up)."""
+        rule = detector.rules.staffing[0].name if detector.rules.staffing else None
+        for (name, dim, value), gap in detector.gaps.items():
+            label = self.label(dim, value)
+            if name != rule or label == "other":
+                continue
+            self._set(self.staffing["staffed_agents"].labels(dim, label), gap.staffed)
+            self._set(self.staffing["gap_agents"].labels(dim, label), gap.gap)
+            self._set(self.staffing["expected_service_level_ratio"].labels(dim, label), gap.expected_service_level)
+            for basis, req in (("forecast", gap.required_forecast), ("actual", gap.required_actual)):
+                self._set(self.required.labels(dim, label, basis), req)
+            fc = gap.forecast
+            for bound, v in (("expected", fc and fc.volume), ("low", fc and fc.low), ("high", fc and fc.high)):
+                self._set(self.forecast.labels(dim, label, bound), v)
+            acc = detector.accuracy.get((name, dim, value))
+            self._set(self.forecast_wape.labels(dim, label), acc.wape() if acc else None)
+
     def clear_merge_owned(self) -> None:
         """Forget the rolling KPIs and warnings: another worker now owns the merge stage."""
-        for gauge in (self.service_level, self.expected, self.observed, self.warning, self.warning_level):
+        for gauge in (
+            self.service_level,
+            self.expected,
+            self.observed,
+            self.warning,
+            self.warning_level,
+            self.required,
+            self.forecast,
+            self.forecast_wape,
+            *self.staffing.values(),
+        ):
             gauge.clear()
         for gauge, _ in self.rolling.values():
             gauge.clear()

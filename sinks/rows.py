@@ -14,7 +14,7 @@ from typing import Any
 
 from schemas.events import AgentStateEvent, CallEvent, EventBase, SurveyEvent, TicketEvent
 from schemas.pii import Pseudonymizer, scrub_text
-from schemas.records import KpiRecord, WarningRecord
+from schemas.records import KpiRecord, StaffingRecord, WarningRecord
 
 KAFKA_COLUMNS = ("schema_version", "kafka_partition", "kafka_offset", "ingested_at")
 
@@ -284,3 +284,12 @@ def warning_row(w: WarningRecord, o: Origin) -> tuple[Any, ...]:
         w.reason,
         *o.values(w.schema_version),
     )
+
+
+# -- staffing intervals ---------------------------------------------------------------------------
+STAFFING_FIELDS = tuple(f for f in StaffingRecord.model_fields if f != "schema_version")
+STAFFING_COLUMNS = (*STAFFING_FIELDS, *KAFKA_COLUMNS)
+
+
+def staffing_row(r: StaffingRecord, o: Origin) -> tuple[Any, ...]:
+    return (*(getattr(r, f) for f in STAFFING_FIELDS), *o.values(r.schema_version))

@@ -293,6 +293,7 @@ class KpiWorker:
                 self.metrics.emit_delay.observe(max(0.0, now - r.window_end.timestamp()))
         self.metrics.kpis.update_rolling(self.detector)
         self.metrics.kpis.update_warnings(self.detector.tracker.open_warnings())
+        self.metrics.kpis.update_staffing(self.detector)
 
     # -- stage 2 -------------------------------------------------------------------------------
     async def merge_batch(self, events: Sequence[faust.types.EventT]) -> None:
@@ -315,6 +316,8 @@ class KpiWorker:
             for w in self.detector.observe(records):
                 await self._send(self.settings.topics.warnings, w.warning_id.encode(), w.model_dump_json().encode())
                 self.metrics.warning_changes.labels(w.rule, w.change).inc()
+            for st in self.detector.drain_staffing():
+                await self._send(self.settings.topics.staffing, st.key().encode(), st.model_dump_json().encode())
             await self.app.producer.flush()
             if records:
                 self._publish_kpis(records)

@@ -44,7 +44,7 @@ def topic_plan(settings: Settings) -> dict[str, int]:
     """Every topic callpulse owns and its partition count."""
     t = settings.topics
     plan = {name: settings.partitions for name in t.inputs().values()}
-    plan.update({t.kpis: settings.partitions, t.warnings: 1, t.dlq: settings.partitions, t.partials: 1})
+    plan.update({t.kpis: settings.partitions, t.warnings: 1, t.staffing: 1, t.dlq: settings.partitions, t.partials: 1})
     return plan
 
 

@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 
 from sinks.clickhouse_client import ChdbClient, ClickHouseClient, NativeClient, ServerFeatures
-from sinks.rows import AGENT_COLUMNS, CALL_COLUMNS, KPI_COLUMNS, SURVEY_COLUMNS, TICKET_COLUMNS, WARNING_COLUMNS
+from sinks.rows import (
+    AGENT_COLUMNS,
+    CALL_COLUMNS,
+    KPI_COLUMNS,
+    STAFFING_COLUMNS,
+    SURVEY_COLUMNS,
+    TICKET_COLUMNS,
+    WARNING_COLUMNS,
+)
 from sinks.schema import load_migrations, migrate
 from tests.services import ClickHouseServer
 
@@ -22,6 +30,7 @@ WRITTEN = {
     "agent_state_events": AGENT_COLUMNS,
     "kpi_window": KPI_COLUMNS,
     "warnings": WARNING_COLUMNS,
+    "staffing_interval": STAFFING_COLUMNS,
 }
 
 

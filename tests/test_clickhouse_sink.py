@@ -18,10 +18,13 @@ from aiokafka import AIOKafkaProducer
 
 from callpulse.embedded import free_port
 from callpulse.simulator import SimConfig, disorder, simulate
-from schemas.records import DeadLetter, KpiRecord, WarningLevel, WarningRecord
+from schemas.records import DeadLetter, KpiRecord, StaffingRecord, WarningLevel, WarningRecord
 from sinks.clickhouse_client import ChdbClient, ClickHouseClient, NativeClient
 from sinks.rows import KPI_SCALARS
 from sinks.schema import RAW_TABLES
+from streams.early_warning.backtest import run_detector
+from streams.early_warning.detector import EarlyWarningDetector
+from streams.early_warning.rules import load_rules
 from streams.kafka import EventProducer, client_kwargs
 from streams.reference import arrivals_from_events, recompute
 from streams.sources import EngineParams
@@ -93,6 +96,18 @@ def reference(pipe: Any, arriving: list[tuple[str, Any]], final: float) -> dict[
         s.sl_default_variant,
     )
     return {r.key(): r for r in records}
+
+
+def staffing_reference(pipe: Any, expected: dict[str, KpiRecord]) -> list[StaffingRecord]:
+    """The staffing intervals the shipped rules make of the reference's base windows."""
+    s = pipe.settings
+    detector = EarlyWarningDetector(load_rules(), s.base_window_s, tuple(s.sl_thresholds_s), s.sl_default_variant)
+    base = sorted(
+        (r for r in expected.values() if r.window_size_s == s.base_window_s),
+        key=lambda r: (r.window_end, r.dimension, r.dimension_value),
+    )
+    run_detector(detector, base)
+    return detector.drain_staffing()
 
 
 def _time(v: Any) -> datetime:
@@ -203,6 +218,10 @@ def test_stream_lands_in_clickhouse_equal_to_reference(pipeline_factory: Any, st
         for w in (WarningRecord.model_validate_json(r.value) for r in asyncio.run(pipe.read(pipe.topics.warnings)))
     }
     wait_for_rows(port, {"warnings": len(changes)})
+    # staffing intervals: what the detector makes of the reference's windows, independently
+    staffing = {s.key(): s for s in staffing_reference(pipe, expected)}
+    assert len(staffing) >= 4 * 5 * 4  # 4 queues + all, hourly quarters of the morning
+    wait_for_rows(port, {"staffing_interval": len(staffing)})
     if store.backend == "chdb":
         pipe.stop()  # releases the embedded store
     client = store.client()
@@ -217,10 +236,30 @@ def test_stream_lands_in_clickhouse_equal_to_reference(pipeline_factory: Any, st
         assert len(rows) == len(expected)
         assert differences(expected, got) == []
         assert store.count(client, "warnings") == len(changes)
+        rows = client.execute(f"SELECT * FROM {db}.staffing_interval FINAL").dicts()
+        got = {
+            StaffingRecord.model_construct(
+                interval_s=r["interval_s"],
+                interval_start=_time(r["interval_start"]),
+                dimension=r["dimension"],
+                dimension_value=r["dimension_value"],
+            ).key(): r
+            for r in rows
+        }
+        assert set(got) == set(staffing)
+        for key, want in staffing.items():
+            row = got[key]
+            for field in ("offered", "windows", "required_agents_actual", "required_agents_forecast"):
+                assert row[field] == getattr(want, field), (key, field)
+            for field in ("staffed_agents", "gap_agents", "expected_service_level", "aht_seconds"):
+                w = getattr(want, field)
+                assert (row[field] is None) == (w is None) and (w is None or abs(row[field] - w) < 1e-9), (key, field)
+        gaps = [r["gap_agents"] for r in rows if r["gap_agents"] is not None]
+        assert len(gaps) > len(rows) / 2 and min(gaps) < 0  # a normal morning: staffed above the need
         # no personal data in clear, in any table
         customers = {e.customer_id for _, e in arriving if getattr(e, "customer_id", None)}
         assert customers and len(customers) > 10
-        for table in (*RAW_TABLES, "kpi_window", "warnings"):
+        for table in (*RAW_TABLES, "kpi_window", "warnings", "staffing_interval"):
             dump = orjson.dumps(client.execute(f"SELECT * FROM {db}.{table}").rows, default=str).decode()
             assert "cust-" not in dump, table
             assert not PHONE.search(dump), table

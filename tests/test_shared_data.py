@@ -138,3 +138,27 @@ def test_nab_nyc_taxi_backtest() -> None:
     assert overall["recall"] == 1.0
     assert overall["precision"] >= 0.45
     assert overall["warnings_per_day"] <= 0.25
+
+
+def test_bank_calls_forecast_beats_seasonal_naive() -> None:
+    """The interval forecast (seasonal baseline + level) on 164 weekdays of 5-minute bank call
+    volumes, rolling origin, 15-minute intervals: lower WAPE than the same slot last week at
+    every horizon, and an 80 % prediction interval that holds about what it says. Figures in
+    docs/staffing.md."""
+    from click.testing import CliRunner
+
+    from callpulse.cli import main
+
+    series = DATA.parents[1] / "bank_calls" / "bank_calls_5min.csv"
+    args = ["forecast", "backtest", str(series), "--time-column", "DateTime", "--value-column", "Calls"]
+    result = CliRunner().invoke(main, [*args, "--horizons", "1,4,8", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    print(json.dumps(report))
+    assert report["days"] == 164
+    for h, row in report["horizons"].items():
+        ours, naive = row["callpulse"], row["seasonal_naive"]
+        assert ours["intervals"] == naive["intervals"] > 6000, h
+        assert ours["wape"] < 0.75 * naive["wape"], h  # measured 5.5 % vs 9.2 % one interval ahead
+        assert ours["mape"] < naive["mape"], h
+        assert 0.65 <= ours["coverage"] <= 0.9, h

@@ -223,6 +223,57 @@ def realtime() -> dict[str, Any]:
         12,
         8,
     )
+    gap = panel(
+        "stat",
+        "Staffing gap by queue (agents short for 80 % in 20 s)",
+        [prom(f"max by (value) (callpulse_staffing_gap_agents{{{Q}}})", "{{value}}")],
+        "none",
+    )
+    gap["fieldConfig"]["defaults"]["thresholds"] = thresholds(("green", None), ("yellow", 0.5), ("red", 3))
+    gap["options"] = {"colorMode": "background", "graphMode": "area", "textMode": "value_and_name"}
+    lay.add(gap, 12, 8)
+    lay.add(
+        panel(
+            "timeseries",
+            "Staffing: required vs staffed",
+            [
+                prom(
+                    f'max by (value) (callpulse_staffing_required_agents{{{Q}, basis="forecast"}})',
+                    "{{value}} on forecast",
+                ),
+                prom(
+                    f'max by (value) (callpulse_staffing_required_agents{{{Q}, basis="actual"}})', "{{value}} on actual"
+                ),
+                prom(f"max by (value) (callpulse_staffing_staffed_agents{{{Q}}})", "{{value}} staffed"),
+            ],
+            "none",
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "timeseries",
+            "Service level to expect with today's staff (Erlang C, 20 s)",
+            [prom(f"max by (value) (callpulse_staffing_expected_service_level_ratio{{{Q}}})", "{{value}}")],
+            "percentunit",
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "timeseries",
+            "Forecast for the next 15 min (80 % interval) and its error (WAPE, last day)",
+            [
+                prom(f"max by (value, bound) (callpulse_forecast_contacts{{{Q}}})", "{{value}} {{bound}}"),
+                prom(f"max by (value) (callpulse_forecast_wape_ratio{{{Q}}})", "{{value}} WAPE"),
+            ],
+            "none",
+        ),
+        12,
+        8,
+    )
     lay.add(
         panel(
             "table",
@@ -306,6 +357,34 @@ FROM callpulse.ticket_aging
 WHERE $__timeFilter(created_at)
 GROUP BY category
 ORDER BY breach_rate DESC
+""",
+        "none",
+    ),
+    "Staffing by interval": (
+        "table",
+        """
+SELECT interval_start, dimension_value AS queue, forecast_contacts, offered, aht_seconds,
+    required_agents_forecast, required_agents_actual, round(staffed_agents, 1) AS staffed,
+    round(gap_agents, 1) AS gap, round(expected_service_level, 3) AS expected_sl,
+    round(service_level, 3) AS measured_sl, round(forecast_wape, 3) AS wape
+FROM callpulse.staffing_interval FINAL
+WHERE dimension = 'queue' AND $__timeFilter(interval_start)
+ORDER BY interval_start DESC, queue
+LIMIT 500
+""",
+        "none",
+    ),
+    "Forecast error by queue (WAPE)": (
+        "table",
+        """
+SELECT dimension_value AS queue, count() AS intervals,
+    countIf(forecast_contacts IS NOT NULL) AS forecast_intervals,
+    round(sumIf(abs(offered - forecast_contacts), forecast_contacts IS NOT NULL)
+        / sumIf(offered, forecast_contacts IS NOT NULL), 4) AS wape
+FROM callpulse.staffing_interval FINAL
+WHERE dimension = 'queue' AND $__timeFilter(interval_start)
+GROUP BY queue
+ORDER BY queue
 """,
         "none",
     ),

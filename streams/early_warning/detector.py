@@ -2,21 +2,26 @@
 
 Feed it every final record of the base window size (all dimension values, in window order);
 other sizes are ignored. Per dimension value it keeps the recent base windows (``rolling``), per
-seasonal rule and value an hour-of-week baseline (``seasonal``), and one lifecycle per rule and
-value (``tracker``). Its state is a set of JSON-able entries, returned by ``drain_state`` only
+seasonal rule and value an hour-of-week baseline (``seasonal``), per staffing rule and value the
+forecast of the running interval and the forecast accuracy (``staffing_gap``), and one
+lifecycle per rule and value (``tracker``). Closed planning intervals leave as
+``StaffingRecord``s (``drain_staffing``). Its state is a set of JSON-able entries, returned by ``drain_state`` only
 for what changed, so the worker persists a handful of small entries per window.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import astuple
 from typing import Any
 
-from schemas.records import KpiRecord, WarningLevel, WarningRecord
+from schemas.records import KpiRecord, StaffingRecord, WarningLevel, WarningRecord
 from streams.early_warning.rolling import LookbackKpis, Rolling, WindowCounts
-from streams.early_warning.rules import LEVELS, RuleSet, SeasonalRule, ThresholdRule
+from streams.early_warning.rules import LEVELS, RuleSet, SeasonalRule, StaffingRule, ThresholdRule
 from streams.early_warning.seasonal import SeasonalBaseline, deviation
+from streams.early_warning.staffing_gap import StaffingGap, evaluate_gap, interval_record
 from streams.early_warning.tracker import Evaluation, WarningTracker
+from streams.forecast import Forecast, ForecastAccuracy, forecast
 
 Key = tuple[str, str]  # (dimension, value)
 
@@ -44,7 +49,10 @@ class EarlyWarningDetector:
         self.base_s = base_s
         self.thresholds = thresholds
         self.variant = variant
-        self.keep_s = max([r.lookback_s for r in [*rules.threshold, *rules.seasonal]] or [base_s])
+        lookbacks = [r.lookback_s for r in [*rules.threshold, *rules.seasonal]]
+        for sr in rules.staffing:
+            lookbacks += [sr.interval_s, sr.staffed_lookback_s, sr.load_lookback_s, sr.aht_lookback_s]
+        self.keep_s = max(lookbacks or [base_s])
         # every dimension but agents: the live KPI gauges read the same rolling windows
         self.dimensions = {"all", "queue", "channel", "business_type"}
         self.rolling: dict[Key, Rolling] = {}
@@ -52,13 +60,18 @@ class EarlyWarningDetector:
         self.tracker = WarningTracker()
         self._dirty: set[str] = set()
         self.notes: dict[tuple[str, str, str], str] = {}  # why a rule did not evaluate (cold start, volume)
+        self.gaps: dict[tuple[str, str, str], StaffingGap] = {}  # latest per (rule, dimension, value)
+        self.plans: dict[tuple[str, str, str], Forecast | None] = {}  # forecast of the running interval
+        self.accuracy: dict[tuple[str, str, str], ForecastAccuracy] = {}
+        self._staffing_out: list[StaffingRecord] = []
 
     # -- feeding --------------------------------------------------------------------------------
     def observe(self, records: Iterable[KpiRecord]) -> list[WarningRecord]:
         relevant = [r for r in records if r.window_size_s == self.base_s and r.dimension in self.dimensions]
         relevant.sort(key=lambda r: (r.window_start, r.dimension, r.dimension_value))
         out: list[WarningRecord] = []
-        for r in relevant:
+        fresh: list[tuple[Key, float]] = []
+        for i, r in enumerate(relevant):
             key = (r.dimension, r.dimension_value)
             t = r.window_end.timestamp()
             rolling = self.rolling.setdefault(key, Rolling(self.keep_s))
@@ -66,12 +79,20 @@ class EarlyWarningDetector:
                 continue  # seen before (a replay after a crash): observing twice would double-count
             rolling.add(WindowCounts.of(r, self.thresholds))
             self._dirty.add(f"ew-roll|{r.dimension}|{r.dimension_value}")
+            fresh.append((key, t))
             for rule in self.rules.threshold:
                 if r.dimension in rule.dimensions:
                     out.extend(self._threshold(rule, key, rolling, t))
             for srule in self.rules.seasonal:
                 if r.dimension in srule.dimensions:
                     out.extend(self._seasonal(srule, key, rolling, r, t))
+            if i + 1 == len(relevant) or relevant[i + 1].window_start != r.window_start:
+                # staffing last: it reads the window's seasonal baseline, as the worker's batches do
+                for k, tk in fresh:
+                    for frule in self.rules.staffing:
+                        if k[0] in frule.dimensions:
+                            out.extend(self._staffing(frule, k, tk))
+                fresh = []
         if relevant:
             self._dirty.add("ew-tracker")  # open warnings and streak counters
         return out
@@ -168,6 +189,75 @@ class EarlyWarningDetector:
             base.profile_changed = False
         return out
 
+    def _staffing(self, rule: StaffingRule, key: Key, t: float) -> list[WarningRecord]:
+        skey = (rule.name, *key)
+        base = self.baselines.get((rule.forecast_rule, *key)) if rule.forecast_rule else None
+        windows = [w for w in self.rolling[key].windows if w.end <= t]
+        if t % rule.interval_s == 0:  # a planning interval closed: record it, plan the next one
+            start = t - rule.interval_s
+            plan = self.plans.get(skey)
+            plan = plan if plan is not None and plan.start == start else None
+            acc = self.accuracy.setdefault(skey, ForecastAccuracy())
+            offered = sum(w.offered for w in windows if start < w.end <= t)
+            if plan is not None:
+                acc.add(plan.volume, offered)
+            self._staffing_out.append(
+                interval_record(rule, key, windows, self.base_s, start, plan, self.thresholds, self.variant, acc.wape())
+            )
+            self.plans[skey] = forecast(base, t, t + rule.interval_s) if base else None
+            self._dirty.add(f"ew-staff|{rule.name}|{key[0]}|{key[1]}")
+        fc = forecast(base, t, t + rule.interval_s) if base else None
+        gap = self.gaps[skey] = evaluate_gap(rule, windows, self.base_s, t, fc)
+        where = "all" if key[0] == "all" else f"{key[0]} {key[1]}"
+        required = gap.required
+        if required is None or required < rule.min_required:
+            self.notes[skey] = (
+                "not evaluated: less data than the lookbacks yet"
+                if required is None
+                else f"not evaluated: {required} agents required < guard {rule.min_required}"
+            )
+            ev = Evaluation(None, None, gap.shortfall, expected=required, reason=f"{where}: staffing not judged")
+        else:
+            self.notes.pop(skey, None)
+            enter = hold = None
+            for lv in LEVELS:
+                band = rule.levels.get(lv)
+                if band is None:
+                    continue
+                if gap.shortfall >= band.enter:
+                    enter = lv
+                if gap.shortfall >= band.exit:
+                    hold = lv
+            shown = enter or hold
+            basis = []
+            if gap.forecast is not None:
+                basis.append(f"{gap.forecast.volume:.0f} contacts forecast")
+            basis.append(f"{gap.actual_volume:.0f} at the current rate")
+            sl = "n/a" if gap.expected_service_level is None else f"{gap.expected_service_level:.0%}"
+            reason = (
+                f"{where}: {gap.staffed:.1f} agents staffed (ready, busy, after-call work) where {required} are "
+                f"needed for {rule.target:.0%} in {rule.threshold_s} s ({' / '.join(basis)} per "
+                f"{rule.interval_s // 60} min, AHT {gap.aht_s:.0f} s): "
+            )
+            if shown:
+                reason += f"{gap.gap:.1f} agents short ({gap.shortfall:.0%}); with this staff expect {sl} in "
+                reason += f"{rule.threshold_s} s"
+            else:
+                reason += "staffed for the traffic"
+            band = rule.levels[shown] if shown else None
+            ev = Evaluation(
+                enter, hold, gap.shortfall, threshold=band.enter if band else None, expected=required, reason=reason
+            )
+        rec = self.tracker.step(
+            rule.name, "staffing_shortfall", key[0], key[1], ev, t, rule.for_windows, rule.clear_windows
+        )
+        return [rec] if rec else []
+
+    def drain_staffing(self) -> list[StaffingRecord]:
+        """Planning intervals closed since the last call."""
+        out, self._staffing_out = self._staffing_out, []
+        return out
+
     def _baseline(self, rule: SeasonalRule) -> SeasonalBaseline:
         return SeasonalBaseline(rule.slot_s, self.base_s, rule.weeks, rule.min_weeks, rule.level_half_life_s)
 
@@ -208,6 +298,11 @@ class EarlyWarningDetector:
                 out[k] = self.baselines[(rest[0], rest[1], rest[2])].dump_recent()
             elif kind == "ew-prof":
                 out[k] = self.baselines[(rest[0], rest[1], rest[2])].dump_profile()
+            elif kind == "ew-staff":
+                skey = (rest[0], rest[1], rest[2])
+                plan = self.plans.get(skey)
+                acc = self.accuracy.get(skey) or ForecastAccuracy()
+                out[k] = {"plan": None if plan is None else list(astuple(plan)), "accuracy": acc.dump()}
             else:
                 out[k] = self.tracker.dump()
         self._dirty.clear()
@@ -227,6 +322,10 @@ class EarlyWarningDetector:
                     continue  # a rule that was removed from the configuration
                 b = self.baselines.setdefault((rest[0], rest[1], rest[2]), self._baseline(rule))
                 b.load(v if kind == "ew-prof" else None, v if kind == "ew-base" else None)
+            elif kind == "ew-staff":
+                skey = (rest[0], rest[1], rest[2])
+                self.plans[skey] = None if v["plan"] is None else Forecast(*v["plan"])
+                self.accuracy[skey] = ForecastAccuracy.load(v["accuracy"])
             elif kind == "ew-tracker":
                 self.tracker.load(v)
 

@@ -1,7 +1,7 @@
 """Warning rules: a YAML file validated here (``CALLPULSE_WARNING_RULES``; default
 ``default_rules.yaml`` beside this module). Documented in ``docs/warnings.md``.
 
-Two kinds of rule, both with three levels (yellow < orange < red):
+Three kinds of rule, all with three levels (yellow < orange < red):
 
 * ``ThresholdRule``: a KPI over a rolling lookback (e.g. service level over the last 15 min,
   re-evaluated every base window) against enter/exit thresholds per level (hysteresis), with a
@@ -9,6 +9,8 @@ Two kinds of rule, both with three levels (yellow < orange < red):
 * ``SeasonalRule``: contact volume over the lookback against the volume expected for that
   hour of the week (learned online) and the recent level; surge and drop levels by ratio and
   robust z-score.
+* ``StaffingRule``: agents staffed against the agents required for a service-level target on the
+  forecast and on the actual load (Erlang C); levels by the share of required agents missing.
 """
 
 from __future__ import annotations
@@ -106,15 +108,56 @@ class SeasonalRule(Strict):
     summary: str = ""
 
 
+class StaffingRule(Strict):
+    """Understaffing: the agents staffed against the agents the target needs on the forecast and
+    on the actual load (``streams/early_warning/staffing_gap.py``); levels by the shortfall, the
+    share of required agents missing."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    dimensions: list[RuleDimension] = ["queue", "all"]
+    interval_s: int = Field(default=900, gt=0, description="planning interval")
+    target: float = Field(default=0.8, gt=0, lt=1, description="service level target")
+    threshold_s: int = Field(default=20, gt=0, description="answer-time threshold of the target")
+    max_occupancy: float | None = Field(default=0.9, gt=0, le=1)
+    forecast_rule: str | None = Field(default=None, description="seasonal rule whose baseline forecasts volume")
+    staffed_lookback_s: int = Field(default=180, gt=0)
+    load_lookback_s: int = Field(default=900, gt=0)
+    aht_lookback_s: int = Field(default=3600, gt=0)
+    default_aht_s: float = Field(default=300.0, gt=0, description="AHT until contacts were handled")
+    min_required: int = Field(default=3, ge=1, description="no warning where fewer agents are needed")
+    for_windows: int = Field(default=2, ge=1)
+    clear_windows: int = Field(default=3, ge=1)
+    levels: dict[WarningLevel, Band]
+    summary: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StaffingRule:
+        bands = [(lv, self.levels[lv]) for lv in LEVELS if lv in self.levels]
+        if not bands:
+            raise ValueError("a rule needs at least one level")
+        for lv, band in bands:
+            if band.exit > band.enter:
+                raise ValueError(f"{self.name} {lv.value}: exit must be below enter (hysteresis)")
+        for (lo, a), (hi, b) in pairwise(bands):
+            if not b.enter > a.enter:
+                raise ValueError(f"{self.name}: {hi.value} must need a larger shortfall than {lo.value}")
+        return self
+
+
 class RuleSet(Strict):
     threshold: list[ThresholdRule] = []
     seasonal: list[SeasonalRule] = []
+    staffing: list[StaffingRule] = []
 
     @model_validator(mode="after")
     def _unique(self) -> RuleSet:
-        names = [r.name for r in [*self.threshold, *self.seasonal]]
+        names = [r.name for r in [*self.threshold, *self.seasonal, *self.staffing]]
         if len(names) != len(set(names)):
             raise ValueError("rule names must be unique")
+        seasonal = {r.name for r in self.seasonal}
+        for r in self.staffing:
+            if r.forecast_rule is not None and r.forecast_rule not in seasonal:
+                raise ValueError(f"{r.name}: forecast_rule {r.forecast_rule!r} is not a seasonal rule")
         return self
 
 
