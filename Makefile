@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DURATION ?=
 SYSTEM_PACKAGES := clickhouse-server prometheus prometheus-alertmanager
 
-.PHONY: demo test test-data lint bench system-deps venv clean
+.PHONY: demo test test-data lint bench bench-engine system-deps venv clean
 
 venv: $(STAMP)
 
@@ -44,7 +44,13 @@ test-data: venv
 demo: venv
 	$(BIN)/callpulse demo $(if $(DURATION),--duration $(DURATION),)
 
+# callpulse side by side with naive faust, Quix Streams and raw aiokafka (docs/performance.md)
 bench: venv
+	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/python benchmarks/bench_peers.py --events $(or $(EVENTS),200000) --runs $(or $(RUNS),3)
+
+# the KPI engine alone: in-process, and one worker on single records and envelopes
+bench-engine: venv
 	$(BIN)/python benchmarks/bench_kpi_engine.py
 
 clean:

@@ -7,7 +7,9 @@ Ratios are ``None`` when their denominator is zero.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+from schemas.events import SCHEMA_VERSION
 from schemas.records import KpiRecord
 from streams.partial import WAIT_BUCKETS, KpiPartial
 
@@ -50,6 +52,23 @@ def _q(p: KpiPartial, name: str, q: float) -> float | None:
     return float(sketch.get_quantile_value(q))
 
 
+_RECORD_FIELDS = frozenset(KpiRecord.model_fields)
+_set_attr = object.__setattr__
+
+
+def _trusted_record(**values: Any) -> KpiRecord:
+    """``KpiRecord.model_construct`` for a record whose every field is given (as ``kpi_record``
+    does): the same four attributes pydantic sets, without its per-field default handling,
+    which was a fifth of the merge stage's time (tests compare it with ``model_construct``)."""
+    record = KpiRecord.__new__(KpiRecord)
+    fields = {"schema_version": SCHEMA_VERSION, **values}
+    _set_attr(record, "__dict__", fields)
+    _set_attr(record, "__pydantic_fields_set__", set(values))
+    _set_attr(record, "__pydantic_extra__", None)
+    _set_attr(record, "__pydantic_private__", None)
+    return record
+
+
 def kpi_record(
     p: KpiPartial,
     size: int,
@@ -70,7 +89,7 @@ def kpi_record(
         if n:
             csat_by_wait[bucket] = {"responses": n, "mean": total / n, "top2_ratio": top2 / n}
     # Values are computed here from trusted state: construct without re-validating each field.
-    return KpiRecord.model_construct(
+    return _trusted_record(
         window_size_s=size,
         window_start=datetime.fromtimestamp(start, UTC),
         window_end=datetime.fromtimestamp(start + size, UTC),

@@ -17,6 +17,7 @@ partial messages after a crash yields the same records.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,11 +150,15 @@ class WindowMerger:
             horizon = self.p.repeat_horizon if kind == "contact" else self.p.complaint_horizon
             hkey = f"{kind}|{token}|{category}"
             self._dirty.add(f"hist|{hkey}")
+            # ``seen`` is in (event time, id) order: windows finalize in order and firsts are
+            # sorted within one. So the earliest entry decides "an earlier one exists", a copy
+            # of this one can only be the last, and expiry cuts a prefix: O(1) per contact
+            # (and O(log n) to expire) even for a caller id shared by thousands of contacts.
             seen = self.s.history.setdefault(hkey, [])
             if seen and seen[0][0] < ts - horizon:
-                seen[:] = [h for h in seen if h[0] >= ts - horizon]
-            repeat = any((h[0], h[1]) < (ts, entity) for h in seen)
-            if [ts, entity] not in seen:
+                del seen[: bisect_left(seen, ts - horizon, key=lambda h: h[0])]
+            repeat = bool(seen) and (seen[0][0], seen[0][1]) < (ts, entity)
+            if not seen or seen[-1] != [ts, entity]:
                 seen.append([ts, entity])
             if repeat:
                 field_name = "repeat_contacts" if kind == "contact" else "repeat_complaints"
@@ -184,7 +189,7 @@ class WindowMerger:
     def prune_history(self, now_ts: float) -> None:
         """Forget customers outside every horizon."""
         horizon = max(self.p.repeat_horizon, self.p.complaint_horizon)
-        for key in [k for k, v in self.s.history.items() if all(h[0] < now_ts - horizon for h in v)]:
+        for key in [k for k, v in self.s.history.items() if not v or v[-1][0] < now_ts - horizon]:
             del self.s.history[key]
             self._dirty.add(f"hist|{key}")
 

@@ -1,0 +1,252 @@
+"""callpulse side by side with its peers, on the same broker and the same events.
+
+    python benchmarks/bench_peers.py [--events 200000] [--runs 3] [--partitions 4]
+
+One embedded broker (Tansu) per run holds the seeded event mix of ``bench_kpi_engine`` (calls,
+tickets, surveys, agent states of a large center) twice: one event per Kafka record, and in
+envelopes of 100. Then, one after another, each contender consumes it from the start in its own
+consumer group, in its own process:
+
+* callpulse worker, single records and envelopes: decode, validate, dedup, every KPI, windows,
+  changelog, warnings, with the ClickHouse sink (chdb) running beside it; measured until the last
+  final KPI record is out (stage 1 alone is also printed);
+* naive faust: an agent per topic updating a windowed Table per event;
+* Quix Streams 3.28: dataframe, group_by queue, tumbling window agg;
+* raw aiokafka + orjson + dicts: the Python ceiling.
+
+The peers compute one small aggregation (offered, abandoned, mean wait per queue and minute);
+callpulse computes everything in docs/kpis.md. Printed: events/s (median of the runs, first to
+last event), CPU seconds and peak RSS of the contender's process, and callpulse / peer ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench_kpi_engine import events, follow_worker, peak_rss_mib, scrape  # noqa: E402
+
+from callpulse.config import Settings, Topics  # noqa: E402
+from callpulse.embedded import EmbeddedBroker, free_port  # noqa: E402
+from streams.kafka import EventProducer, ensure_topics  # noqa: E402
+from tests.services import WorkerProcess  # noqa: E402
+
+PEERS = REPO / "benchmarks" / "peers"
+ENVELOPED = Topics(calls="env.calls", tickets="env.tickets", surveys="env.surveys", agents="env.agents")
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_callpulse(broker: EmbeddedBroker, topics: Topics, total: int, partitions: int, logs: Path, tag: str) -> dict:
+    port, sink_port = free_port(), free_port()
+    env = {
+        "CALLPULSE_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "CALLPULSE_PARTITIONS": str(partitions),
+        "CALLPULSE_APP_ID": f"bench-{tag}",
+        "CALLPULSE_METRICS_PORT": str(port),
+        "CALLPULSE_SINK_METRICS_PORT": str(sink_port),
+        "CALLPULSE_DATA_DIR": str(logs / f"var-{tag}"),
+        "CALLPULSE_BATCH_MAX": "5000",
+        **{f"CALLPULSE_TOPICS__{k.upper()}": v for k, v in topics.model_dump().items()},
+        # own output topics per run: the merge stage must not read another run's partials
+        **{f"CALLPULSE_TOPICS__{k.upper()}": f"{tag}.{k}" for k in ("kpis", "warnings", "staffing", "dlq", "partials")},
+    }
+    worker = WorkerProcess(env, logs / f"worker-{tag}.log").start()
+    sink = WorkerProcess(env, logs / f"sink-{tag}.log", command="sink").start()
+    try:
+        result = follow_worker(port, total)
+        pid = worker.proc.pid  # type: ignore[union-attr]
+        rss, cpu = peak_rss_mib(pid), cpu_s(pid)
+    finally:
+        worker.stop()
+        sink.stop()
+    # the comparable figure: until every final KPI record is out (stage 1 alone is faster)
+    return {
+        **result,
+        "stage1_per_s": result["events_per_s"],
+        "events_per_s": result["end_to_end_per_s"],
+        "cpu_s": cpu,
+        "peak_rss_mib": rss,
+    }
+
+
+def run_peer(script: str, broker: EmbeddedBroker, topics: Topics, total: int, logs: Path) -> dict:
+    names = [topics.calls, topics.tickets, topics.surveys, topics.agents]
+    cmd = [sys.executable, str(PEERS / script), broker.bootstrap, str(total), *names]
+    env = {**os.environ, "PYTHONPATH": str(PEERS), "QUIX_STATE_DIR": str(logs / "quix-state")}
+    with open(logs / f"{script}.log", "w") as err:
+        out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=err, timeout=1800, check=False)
+    lines = [ln for ln in out.stdout.decode().splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"{script} reported nothing; see {logs / (script + '.log')}")
+    return json.loads(lines[-1])
+
+
+def latency(evs: list, rate: float, seconds: float, partitions: int, logs: Path) -> dict:
+    """Event-to-state latency at a fixed offered rate: events are produced paced (envelopes of
+    50, as ``callpulse produce --speed`` does) while the worker's accepted-events counter is
+    sampled; the latency of the events produced by wall time t is the time until the worker had
+    accepted that many. Gauges refresh once a second on top of this (live values) or when a
+    window closes (windowed KPIs: window length + grace later by design)."""
+    import bisect
+    import threading
+
+    items = evs[: int(rate * seconds)]
+    span = items[-1][1].ts.timestamp() - items[0][1].ts.timestamp()
+    speed = span / seconds
+    stamps = [e.ts.timestamp() for _, e in items]
+    produced: list[tuple[float, int]] = []
+    accepted: list[tuple[float, float]] = []
+    with EmbeddedBroker(log_path=logs / "tansu-latency.log") as broker:
+        s = Settings(kafka_bootstrap=broker.bootstrap, partitions=partitions, app_id="bench-latency")
+        asyncio.run(ensure_topics(s))
+        port = free_port()
+        env = {
+            "CALLPULSE_KAFKA_BOOTSTRAP": broker.bootstrap,
+            "CALLPULSE_PARTITIONS": str(partitions),
+            "CALLPULSE_APP_ID": s.app_id,
+            "CALLPULSE_METRICS_PORT": str(port),
+        }
+        worker = WorkerProcess(env, logs / "worker-latency.log").start()
+        try:
+            worker.wait_ready()
+            time.sleep(2)
+
+            async def tick(now: float) -> bool:
+                produced.append((time.perf_counter(), bisect.bisect_right(stamps, now)))
+                return True
+
+            async def produce() -> None:
+                async with EventProducer(s) as p:
+                    await p.replay(items, speed, envelope=50, on_tick=tick)
+
+            done = threading.Event()
+            thread = threading.Thread(target=lambda: (asyncio.run(produce()), done.set()))
+            thread.start()
+            deadline = time.monotonic() + seconds * 4 + 60
+            while time.monotonic() < deadline:
+                with contextlib.suppress(OSError):
+                    accepted.append((time.perf_counter(), scrape(port)["accepted"]))
+                if done.is_set() and accepted and accepted[-1][1] >= len(items) * 0.999:
+                    break
+                time.sleep(0.05)
+            thread.join()
+        finally:
+            worker.stop()
+    lat = []
+    j = 0
+    for wall, n in produced:
+        while j < len(accepted) and (accepted[j][0] < wall or accepted[j][1] < n * 0.999):
+            j += 1
+        if j == len(accepted):
+            break
+        lat.append(accepted[j][0] - wall)
+    lat.sort()
+    return {
+        "rate": len(items) / (produced[-1][0] - produced[0][0]) if len(produced) > 1 else None,
+        "p50_s": lat[len(lat) // 2] if lat else None,
+        "p99_s": lat[int(len(lat) * 0.99)] if lat else None,
+        "max_s": lat[-1] if lat else None,
+    }
+
+
+def one_run(evs: list, partitions: int, logs: Path, only: set[str]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    with EmbeddedBroker(log_path=logs / "tansu.log") as broker:
+        single = Settings(kafka_bootstrap=broker.bootstrap, partitions=partitions)
+        enveloped = Settings(kafka_bootstrap=broker.bootstrap, partitions=partitions, topics=ENVELOPED)
+
+        async def produce() -> None:
+            for s, size in ((single, 1), (enveloped, 100)):
+                await ensure_topics(s)
+                async with EventProducer(s) as p:
+                    await p.send_events(evs, size)
+
+        asyncio.run(produce())
+        total = len(evs)
+        one = single.topics
+
+        def peer(script: str) -> Any:
+            return lambda: run_peer(script, broker, one, total, logs)
+
+        contenders: list[tuple[str, Any]] = [
+            ("callpulse, envelopes of 100", lambda: run_callpulse(broker, ENVELOPED, total, partitions, logs, "env")),
+            ("callpulse, one event per record", lambda: run_callpulse(broker, one, total, partitions, logs, "one")),
+            ("quix streams 3.28", peer("quix.py")),
+            ("naive faust (windowed table per event)", peer("naive_faust.py")),
+            ("raw aiokafka + orjson (ceiling)", peer("raw_aiokafka.py")),
+        ]
+        for name, run in contenders:
+            if only and not any(o in name for o in only):
+                continue
+            print(f"  {name} ...", file=sys.stderr, flush=True)
+            out[name] = run()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--only", default="", help="comma-separated substrings of contender names")
+    ap.add_argument("--latency-rate", type=float, default=10_000, help="events/s offered for the latency run (0: skip)")
+    ap.add_argument("--latency-seconds", type=float, default=30)
+    args = ap.parse_args()
+    logs = Path(tempfile.mkdtemp(prefix="callpulse-peers-"))
+    evs = events(args.events)
+    print(f"{len(evs)} simulated events; logs in {logs}", file=sys.stderr)
+    only = {o for o in args.only.split(",") if o}
+    runs = []
+    for r in range(args.runs):
+        print(f"run {r + 1}/{args.runs}", file=sys.stderr)
+        (logs / f"run{r}").mkdir()
+        runs.append(one_run(evs, args.partitions, logs / f"run{r}", only))
+    lat = None
+    if args.latency_rate > 0:
+        print(f"latency at {args.latency_rate:.0f} events/s offered", file=sys.stderr)
+        lat = latency(evs, args.latency_rate, args.latency_seconds, args.partitions, logs)
+    names = list(runs[0])
+    median = {n: statistics.median(r[n]["events_per_s"] for r in runs) for n in names}
+    print(f"\n{'contender':42} {'events/s (median)':>18} {'runs':>24} {'CPU s':>7} {'peak RSS MiB':>13}")
+    for n in names:
+        rates = "/".join(f"{r[n]['events_per_s']:.0f}" for r in runs)
+        cpu = statistics.median(r[n]["cpu_s"] for r in runs)
+        rss = max(r[n]["peak_rss_mib"] for r in runs)
+        print(f"{n:42} {median[n]:>18,.0f} {rates:>24} {cpu:>7.1f} {rss:>13.0f}")
+        if "stage1_per_s" in runs[0][n]:
+            s1 = statistics.median(r[n]["stage1_per_s"] for r in runs)
+            print(f"{'  (stage 1 alone: decode, validate, KPI state)':42} {s1:>18,.0f}")
+    ours = [n for n in names if n.startswith("callpulse")]
+    if ours:
+        print()
+        for o in ours:
+            ratios = ", ".join(f"{p.split(' (')[0]} {median[o] / median[p]:.2f}x" for p in names if p not in ours)
+            print(f"{o}: {ratios}")
+    if lat is not None:
+        p50, p99 = lat["p50_s"], lat["p99_s"]
+        print(
+            f"\nevent-to-state latency, callpulse worker, {lat['rate']:.0f} events/s offered (envelopes of 50): "
+            + (f"p50 {p50:.2f} s, p99 {p99:.2f} s" if p50 is not None else "n/a")
+            + (f", max {lat['max_s']:.2f} s" if lat["max_s"] is not None else "")
+        )
+
+
+if __name__ == "__main__":
+    main()
