@@ -78,6 +78,17 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
+def produce_backlog(settings: Settings, evs: list, envelope: int) -> None:
+    """Create the topics and produce the events (``envelope`` events per record)."""
+
+    async def produce() -> None:
+        await ensure_topics(settings)
+        async with EventProducer(settings) as p:
+            await p.send_events(evs, envelope)
+
+    asyncio.run(produce())
+
+
 def follow_worker(port: int, total: int, timeout_s: float = 1200, quiet_s: float = 15) -> dict[str, float]:
     """Watch a worker's counters until it accepted ``total`` events and its final KPI records
     stopped growing for ``quiet_s``. Two rates: stage 1 (events accepted per second, first to
@@ -119,14 +130,8 @@ def peak_rss_mib(pid: int) -> float:
 def run_worker(evs: list, partitions: int, envelope: int, logs: Path) -> dict[str, float]:
     with EmbeddedBroker(log_path=logs / f"tansu-{envelope}.log") as broker:
         settings = Settings(kafka_bootstrap=broker.bootstrap, partitions=partitions, app_id=f"bench-{envelope}")
-        asyncio.run(ensure_topics(settings))
-
-        async def produce() -> None:
-            async with EventProducer(settings) as p:
-                await p.send_events(evs, envelope)
-
         t0 = time.perf_counter()
-        asyncio.run(produce())
+        produce_backlog(settings, evs, envelope)
         produce_s = time.perf_counter() - t0
         port = free_port()
         env = {

@@ -37,7 +37,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_kpi_engine import events, follow_worker, peak_rss_mib, scrape  # noqa: E402
+from bench_kpi_engine import events, follow_worker, peak_rss_mib, produce_backlog, scrape  # noqa: E402
 
 from callpulse.config import Settings, Topics  # noqa: E402
 from callpulse.embedded import EmbeddedBroker, free_port  # noqa: E402
@@ -172,13 +172,8 @@ def one_run(evs: list, partitions: int, logs: Path, only: set[str]) -> dict[str,
         single = Settings(kafka_bootstrap=broker.bootstrap, partitions=partitions)
         enveloped = Settings(kafka_bootstrap=broker.bootstrap, partitions=partitions, topics=ENVELOPED)
 
-        async def produce() -> None:
-            for s, size in ((single, 1), (enveloped, 100)):
-                await ensure_topics(s)
-                async with EventProducer(s) as p:
-                    await p.send_events(evs, size)
-
-        asyncio.run(produce())
+        produce_backlog(single, evs, 1)
+        produce_backlog(enveloped, evs, 100)
         total = len(evs)
         one = single.topics
 

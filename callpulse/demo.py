@@ -33,6 +33,8 @@ QUEUE_COLUMNS = (
     ("waiting", "callpulse_contacts_waiting", "int"),
     ("offered 15m", "callpulse_contacts_offered", "int"),
     ("occupancy", "callpulse_occupancy_ratio", "pct"),
+    ("staffed", "callpulse_staffing_staffed_agents", "num"),
+    ("gap", "callpulse_staffing_gap_agents", "num"),
     ("CSAT 1h", "callpulse_csat_score", "num2"),
 )
 
