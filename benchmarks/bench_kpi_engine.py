@@ -78,6 +78,19 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
+def worker_env(bootstrap: str, app_id: str, partitions: int, port: int, **extra: str) -> dict[str, str]:
+    """The environment of a benchmarked worker (batches of ``CALLPULSE_BATCH_MAX``, 5000 unless
+    set; ``extra`` overrides)."""
+    return {
+        "CALLPULSE_KAFKA_BOOTSTRAP": bootstrap,
+        "CALLPULSE_PARTITIONS": str(partitions),
+        "CALLPULSE_APP_ID": app_id,
+        "CALLPULSE_METRICS_PORT": str(port),
+        "CALLPULSE_BATCH_MAX": os.environ.get("CALLPULSE_BATCH_MAX", "5000"),
+        **extra,
+    }
+
+
 def produce_backlog(settings: Settings, evs: list, envelope: int) -> None:
     """Create the topics and produce the events (``envelope`` events per record)."""
 
@@ -134,13 +147,7 @@ def run_worker(evs: list, partitions: int, envelope: int, logs: Path) -> dict[st
         produce_backlog(settings, evs, envelope)
         produce_s = time.perf_counter() - t0
         port = free_port()
-        env = {
-            "CALLPULSE_KAFKA_BOOTSTRAP": broker.bootstrap,
-            "CALLPULSE_PARTITIONS": str(partitions),
-            "CALLPULSE_APP_ID": settings.app_id,
-            "CALLPULSE_METRICS_PORT": str(port),
-            "CALLPULSE_BATCH_MAX": os.environ.get("CALLPULSE_BATCH_MAX", "5000"),
-        }
+        env = worker_env(broker.bootstrap, settings.app_id, partitions, port)
         worker = WorkerProcess(env, logs / f"worker-{envelope}.log").start()
         try:
             result = follow_worker(port, len(evs))

@@ -37,7 +37,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_kpi_engine import events, follow_worker, peak_rss_mib, produce_backlog, scrape  # noqa: E402
+from bench_kpi_engine import events, follow_worker, peak_rss_mib, produce_backlog, scrape, worker_env  # noqa: E402
 
 from callpulse.config import Settings, Topics  # noqa: E402
 from callpulse.embedded import EmbeddedBroker, free_port  # noqa: E402
@@ -55,18 +55,17 @@ def cpu_s(pid: int) -> float:
 
 def run_callpulse(broker: EmbeddedBroker, topics: Topics, total: int, partitions: int, logs: Path, tag: str) -> dict:
     port, sink_port = free_port(), free_port()
-    env = {
-        "CALLPULSE_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "CALLPULSE_PARTITIONS": str(partitions),
-        "CALLPULSE_APP_ID": f"bench-{tag}",
-        "CALLPULSE_METRICS_PORT": str(port),
-        "CALLPULSE_SINK_METRICS_PORT": str(sink_port),
-        "CALLPULSE_DATA_DIR": str(logs / f"var-{tag}"),
-        "CALLPULSE_BATCH_MAX": "5000",
-        **{f"CALLPULSE_TOPICS__{k.upper()}": v for k, v in topics.model_dump().items()},
+    names = {**topics.model_dump(), **{k: f"{tag}.{k}" for k in ("kpis", "warnings", "staffing", "dlq", "partials")}}
+    env = worker_env(
+        broker.bootstrap,
+        f"bench-{tag}",
+        partitions,
+        port,
+        CALLPULSE_SINK_METRICS_PORT=str(sink_port),
+        CALLPULSE_DATA_DIR=str(logs / f"var-{tag}"),
         # own output topics per run: the merge stage must not read another run's partials
-        **{f"CALLPULSE_TOPICS__{k.upper()}": f"{tag}.{k}" for k in ("kpis", "warnings", "staffing", "dlq", "partials")},
-    }
+        **{f"CALLPULSE_TOPICS__{k.upper()}": v for k, v in names.items()},
+    )
     worker = WorkerProcess(env, logs / f"worker-{tag}.log").start()
     sink = WorkerProcess(env, logs / f"sink-{tag}.log", command="sink").start()
     try:
@@ -117,12 +116,7 @@ def latency(evs: list, rate: float, seconds: float, partitions: int, logs: Path)
         s = Settings(kafka_bootstrap=broker.bootstrap, partitions=partitions, app_id="bench-latency")
         asyncio.run(ensure_topics(s))
         port = free_port()
-        env = {
-            "CALLPULSE_KAFKA_BOOTSTRAP": broker.bootstrap,
-            "CALLPULSE_PARTITIONS": str(partitions),
-            "CALLPULSE_APP_ID": s.app_id,
-            "CALLPULSE_METRICS_PORT": str(port),
-        }
+        env = worker_env(broker.bootstrap, s.app_id, partitions, port)
         worker = WorkerProcess(env, logs / "worker-latency.log").start()
         try:
             worker.wait_ready()

@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_kpi_engine import events, peak_rss_mib, produce_backlog, scrape  # noqa: E402
+from bench_kpi_engine import events, peak_rss_mib, produce_backlog, scrape, worker_env  # noqa: E402
 
 from callpulse.config import Settings  # noqa: E402
 from callpulse.embedded import EmbeddedBroker, free_port  # noqa: E402
@@ -33,13 +33,7 @@ def run(evs: list, workers: int, partitions: int, envelope: int, logs: Path) -> 
         ports = [free_port() for _ in range(workers)]
         procs = []
         for i, port in enumerate(ports):
-            env = {
-                "CALLPULSE_KAFKA_BOOTSTRAP": broker.bootstrap,
-                "CALLPULSE_PARTITIONS": str(partitions),
-                "CALLPULSE_APP_ID": s.app_id,
-                "CALLPULSE_METRICS_PORT": str(port),
-                "CALLPULSE_BATCH_MAX": "5000",
-            }
+            env = worker_env(broker.bootstrap, s.app_id, partitions, port)
             procs.append(WorkerProcess(env, logs / f"worker-{workers}-{i}.log").start())
         try:
             for p in procs:

@@ -398,17 +398,10 @@ def forecast_backtest(
 ) -> None:
     """Rolling-origin backtest of the interval forecast on a volume series (CSV), against the
     seasonal-naive forecast (the same slot one week earlier)."""
-    import csv
-    from datetime import UTC, datetime
-
+    from streams.early_warning.backtest import read_series
     from streams.forecast import backtest as run_backtest
 
-    def ts(text: str) -> float:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
-
-    with path.open(newline="") as fh:
-        series = sorted((ts(r[time_column]), float(r[value_column])) for r in csv.DictReader(fh))
+    series = read_series(path, time_column, value_column)
     hs = tuple(int(h) for h in horizons.split(","))
     report = run_backtest(series, int(_duration(interval)), hs, weeks, warmup_days=warmup_days).as_dict()
     if as_json:

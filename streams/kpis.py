@@ -52,7 +52,6 @@ def _q(p: KpiPartial, name: str, q: float) -> float | None:
     return float(sketch.get_quantile_value(q))
 
 
-_RECORD_FIELDS = frozenset(KpiRecord.model_fields)
 _set_attr = object.__setattr__
 
 

@@ -517,6 +517,15 @@ class AgentsSource(Source):
 
     family = "agents"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Agents in a timed state, counted per (state field, pause reason, dimension keys) once
+        # their state began before the closed boundary: a window close then credits each group
+        # once (count x seconds), O(groups) instead of O(agents). Agents whose state began later
+        # (``joined``) are credited one by one at the next close, then join their group.
+        self.levels: dict[tuple[str, str | None, tuple[str, ...]], int] = {}
+        self.joined: set[str] = set()
+
     def entity_key(self, e: AgentStateEvent) -> str:
         return e.agent_id
 
@@ -546,15 +555,6 @@ class AgentsSource(Source):
                 cell[f"agents_{state}"] = cell.get(f"agents_{state}", 0) + 1
                 cell["agents_staffed"] = cell.get("agents_staffed", 0) + 1
         return out
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Agents in a timed state, counted per (state field, pause reason, dimension keys) once
-        # their state began before the closed boundary: a window close then credits each group
-        # once (count x seconds), O(groups) instead of O(agents). Agents whose state began later
-        # (``joined``) are credited one by one at the next close, then join their group.
-        self.levels: dict[tuple[str, str | None, tuple[str, ...]], int] = {}
-        self.joined: set[str] = set()
 
     def _group(self, f: dict[str, Any]) -> tuple[str, str | None, tuple[str, ...]] | None:
         state = f["state"]
@@ -611,13 +611,16 @@ class AgentsSource(Source):
                 self.levels.pop(group, None)
 
     def loaded(self) -> None:
-        """Rebuild the groups from the restored facts."""
+        self._regroup(self.closed)
+
+    def _regroup(self, boundary: int | None) -> None:
+        """Rebuild the groups from the facts: agents whose state began before ``boundary``."""
         self.levels, self.joined = {}, set()
         for aid, f in self.facts.items():
             group = self._group(f)
             if group is None or f["since"] is None:
                 continue
-            if self.closed is not None and f["since"] < self.closed:
+            if boundary is not None and f["since"] < boundary:
                 self.levels[group] = self.levels.get(group, 0) + 1
             else:
                 self.joined.add(aid)
@@ -649,11 +652,10 @@ class AgentsSource(Source):
             f = self.facts[aid]
             if f["since"] >= new:
                 continue
-            self._credit(f, max(f["since"], old), new)
+            group = self._group(f)  # never None: only agents in a timed state join
+            self._credit_group(group, max(f["since"], old), new, 1)  # type: ignore[arg-type]
             self.joined.discard(aid)
-            group = self._group(f)
-            if group is not None:
-                self.levels[group] = self.levels.get(group, 0) + 1
+            self.levels[group] = self.levels.get(group, 0) + 1  # type: ignore[index]
 
     def _on_close_replaying(self, old: int, new: int) -> None:
         """After a restart, agents whose facts already include later records are skipped: one
@@ -668,10 +670,7 @@ class AgentsSource(Source):
             self._credit(f, start, new)
             f["cred"] = new
             self.dirty_facts.add(aid)
-        closed = self.closed
-        self.closed = new  # classify against the boundary being reached
-        self.loaded()
-        self.closed = closed
+        self._regroup(new)
 
 
 class TicketsSource(Source):

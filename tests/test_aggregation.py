@@ -154,14 +154,14 @@ def test_kpi_record_sets_every_field_as_model_construct_and_validation_would() -
     """``kpi_record`` builds records without pydantic's per-field construction: the result must
     hold every field, equal ``model_construct`` and survive a validated JSON round trip."""
     from schemas.records import KpiRecord
-    from streams.kpis import _RECORD_FIELDS, kpi_record
+    from streams.kpis import kpi_record
     from streams.partial import KpiPartial
 
     p = KpiPartial(2)
     p.offered, p.answered, p.abandoned, p.answered_within = 9, 7, 2, [5, 6]
     p.ready_s, p.busy_s = 30.0, 30.0
     r = kpi_record(p, 60, 1_800_000_000, "queue", "billing", (20, 30), "answered_abandoned_no_short")
-    assert set(r.__dict__) == _RECORD_FIELDS
+    assert set(r.__dict__) == set(KpiRecord.model_fields)
     assert r == KpiRecord.model_construct(**r.__dict__)
     assert KpiRecord.model_validate_json(r.model_dump_json()) == r
     assert r.service_level == 5 / 9 and r.occupancy == 0.5

@@ -154,12 +154,16 @@ def _ts(text: str) -> float:
     return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
 
 
+def read_series(path: Path, time_column: str = "timestamp", value_column: str = "value") -> list[tuple[float, float]]:
+    """A CSV time series as (epoch seconds, value) in time order; times without a zone are UTC."""
+    with path.open(newline="") as f:
+        return sorted((_ts(r[time_column]), float(r[value_column])) for r in csv.DictReader(f))
+
+
 def series_records(path: Path) -> tuple[list[KpiRecord], int]:
     """A CSV ``timestamp,value`` series as base-window records (volume = value); returns the
     records and the series interval in seconds."""
-    with path.open() as f:
-        rows = [(_ts(r["timestamp"]), float(r["value"])) for r in csv.DictReader(f)]
-    rows.sort()
+    rows = read_series(path)
     step = int(min(b[0] - a[0] for a, b in pairwise(rows)))
     records = [
         KpiRecord.model_construct(

@@ -17,7 +17,7 @@ from typing import Any
 
 from schemas.records import KpiRecord, StaffingRecord, WarningLevel, WarningRecord
 from streams.early_warning.rolling import LookbackKpis, Rolling, WindowCounts
-from streams.early_warning.rules import LEVELS, RuleSet, SeasonalRule, StaffingRule, ThresholdRule
+from streams.early_warning.rules import LEVELS, RuleSet, SeasonalRule, StaffingRule, ThresholdRule, band_levels
 from streams.early_warning.seasonal import SeasonalBaseline, deviation
 from streams.early_warning.staffing_gap import StaffingGap, evaluate_gap, interval_record
 from streams.early_warning.tracker import Evaluation, WarningTracker
@@ -108,15 +108,7 @@ class EarlyWarningDetector:
         else:
             self.notes.pop((rule.name, *key), None)
             above = rule.direction == "above"
-            enter = hold = None
-            for lv in LEVELS:
-                band = rule.levels.get(lv)
-                if band is None:
-                    continue
-                if (value >= band.enter) if above else (value <= band.enter):
-                    enter = lv
-                if (value >= band.exit) if above else (value <= band.exit):
-                    hold = lv
+            enter, hold = band_levels(value, rule.levels, above)
             shown = enter or hold
             band = rule.levels[shown] if shown else None
             where = "all" if key[0] == "all" else f"{key[0]} {key[1]}"
@@ -193,20 +185,20 @@ class EarlyWarningDetector:
         skey = (rule.name, *key)
         base = self.baselines.get((rule.forecast_rule, *key)) if rule.forecast_rule else None
         windows = [w for w in self.rolling[key].windows if w.end <= t]
+        fc = forecast(base, t, t + rule.interval_s) if base else None  # the next interval
         if t % rule.interval_s == 0:  # a planning interval closed: record it, plan the next one
             start = t - rule.interval_s
             plan = self.plans.get(skey)
             plan = plan if plan is not None and plan.start == start else None
             acc = self.accuracy.setdefault(skey, ForecastAccuracy())
-            offered = sum(w.offered for w in windows if start < w.end <= t)
+            mine = [w for w in windows if w.end > start]
             if plan is not None:
-                acc.add(plan.volume, offered)
+                acc.add(plan.volume, sum(w.offered for w in mine))
             self._staffing_out.append(
-                interval_record(rule, key, windows, self.base_s, start, plan, self.thresholds, self.variant, acc.wape())
+                interval_record(rule, key, mine, self.base_s, start, plan, self.thresholds, self.variant, acc.wape())
             )
-            self.plans[skey] = forecast(base, t, t + rule.interval_s) if base else None
+            self.plans[skey] = fc
             self._dirty.add(f"ew-staff|{rule.name}|{key[0]}|{key[1]}")
-        fc = forecast(base, t, t + rule.interval_s) if base else None
         gap = self.gaps[skey] = evaluate_gap(rule, windows, self.base_s, t, fc)
         where = "all" if key[0] == "all" else f"{key[0]} {key[1]}"
         required = gap.required
@@ -219,15 +211,7 @@ class EarlyWarningDetector:
             ev = Evaluation(None, None, gap.shortfall, expected=required, reason=f"{where}: staffing not judged")
         else:
             self.notes.pop(skey, None)
-            enter = hold = None
-            for lv in LEVELS:
-                band = rule.levels.get(lv)
-                if band is None:
-                    continue
-                if gap.shortfall >= band.enter:
-                    enter = lv
-                if gap.shortfall >= band.exit:
-                    hold = lv
+            enter, hold = band_levels(gap.shortfall, rule.levels, above=True)
             shown = enter or hold
             basis = []
             if gap.forecast is not None:

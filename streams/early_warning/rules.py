@@ -54,6 +54,38 @@ class Band(Strict):
     exit: float
 
 
+def check_bands(name: str, levels: dict[WarningLevel, Band], above: bool) -> None:
+    """Each level's exit on the safe side of its enter (hysteresis), each level worse than the
+    one below it. ``above``: higher values are worse."""
+    if not levels:
+        raise ValueError(f"{name}: a rule needs at least one level")
+    worse = (lambda a, b: a > b) if above else (lambda a, b: a < b)
+    bands = [(lv, levels[lv]) for lv in LEVELS if lv in levels]
+    for lv, band in bands:
+        if worse(band.exit, band.enter):
+            raise ValueError(f"{name} {lv.value}: exit must be on the safe side of enter (hysteresis)")
+    for (lo, a), (hi, b) in pairwise(bands):
+        if not worse(b.enter, a.enter):
+            raise ValueError(f"{name}: {hi.value} must be worse than {lo.value}")
+
+
+def band_levels(
+    value: float, levels: dict[WarningLevel, Band], above: bool
+) -> tuple[WarningLevel | None, WarningLevel | None]:
+    """(enter, hold): the worst level whose enter threshold ``value`` crosses, and the worst
+    whose exit threshold it has not come back past."""
+    enter = hold = None
+    for lv in LEVELS:
+        band = levels.get(lv)
+        if band is None:
+            continue
+        if (value >= band.enter) if above else (value <= band.enter):
+            enter = lv
+        if (value >= band.exit) if above else (value <= band.exit):
+            hold = lv
+    return enter, hold
+
+
 class ThresholdRule(Strict):
     name: str = Field(pattern=r"^[a-z0-9_]+$")
     kpi: Kpi
@@ -69,16 +101,7 @@ class ThresholdRule(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ThresholdRule:
-        if not self.levels:
-            raise ValueError("a rule needs at least one level")
-        worse = (lambda a, b: a > b) if self.direction == "above" else (lambda a, b: a < b)
-        bands = [(lv, self.levels[lv]) for lv in LEVELS if lv in self.levels]
-        for lv, band in bands:
-            if worse(band.exit, band.enter):
-                raise ValueError(f"{self.name} {lv.value}: exit must be on the safe side of enter (hysteresis)")
-        for (lo, a), (hi, b) in pairwise(bands):
-            if not worse(b.enter, a.enter):
-                raise ValueError(f"{self.name}: {hi.value} must be worse than {lo.value}")
+        check_bands(self.name, self.levels, self.direction == "above")
         if self.kpi == "service_level" and self.threshold_s is None:
             raise ValueError(f"{self.name}: a service level rule needs threshold_s")
         return self
@@ -132,15 +155,7 @@ class StaffingRule(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> StaffingRule:
-        bands = [(lv, self.levels[lv]) for lv in LEVELS if lv in self.levels]
-        if not bands:
-            raise ValueError("a rule needs at least one level")
-        for lv, band in bands:
-            if band.exit > band.enter:
-                raise ValueError(f"{self.name} {lv.value}: exit must be below enter (hysteresis)")
-        for (lo, a), (hi, b) in pairwise(bands):
-            if not b.enter > a.enter:
-                raise ValueError(f"{self.name}: {hi.value} must need a larger shortfall than {lo.value}")
+        check_bands(self.name, self.levels, above=True)
         return self
 
 

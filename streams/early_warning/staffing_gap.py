@@ -121,15 +121,15 @@ def interval_record(
     variant: str,
     wape: float | None,
 ) -> StaffingRecord:
-    """The staffing figures of one closed interval ``[start, start + interval_s)``."""
-    mine = [w for w in windows if start < w.end <= start + rule.interval_s]
-    k = LookbackKpis(mine, thresholds, variant)
-    actual = sum(w.offered for w in mine)
+    """The staffing figures of one closed interval ``[start, start + interval_s)`` from its base
+    windows."""
+    k = LookbackKpis(windows, thresholds, variant)
+    actual = sum(w.offered for w in windows)
     aht = k.value("aht_seconds") if k.volume("aht_seconds") > 0 else None
-    staffed = staffed_agents(mine, len(mine) * base_s) if mine else None
+    staffed = staffed_agents(windows, len(windows) * base_s) if windows else None
     plan_aht = aht or rule.default_aht_s
     req_fc = _required(rule, fc.volume, plan_aht) if fc is not None else None
-    req_actual = _required(rule, actual, plan_aht) if mine else None
+    req_actual = _required(rule, actual, plan_aht) if windows else None
     required = max([r for r in (req_fc, req_actual) if r is not None], default=None)
     sl = None
     if thresholds and rule.threshold_s in thresholds and k.volume("service_level") > 0:
@@ -140,7 +140,7 @@ def interval_record(
         interval_s=rule.interval_s,
         dimension=key[0],  # type: ignore[arg-type]
         dimension_value=key[1],
-        windows=len(mine),
+        windows=len(windows),
         forecast_contacts=fc.volume if fc else None,
         forecast_low=fc.low if fc else None,
         forecast_high=fc.high if fc else None,
