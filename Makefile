@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DURATION ?=
 SYSTEM_PACKAGES := clickhouse-server prometheus prometheus-alertmanager
 
-.PHONY: demo test test-data lint bench bench-engine system-deps venv clean
+.PHONY: demo test test-data lint bench bench-engine bench-memory system-deps venv clean
 
 venv: $(STAMP)
 
@@ -52,6 +52,10 @@ bench: venv
 # the KPI engine alone: in-process, and one worker on single records and envelopes
 bench-engine: venv
 	$(BIN)/python benchmarks/bench_kpi_engine.py
+
+# RSS over a long run (default 10 million events, a line per million; EVENTS= to change)
+bench-memory: venv
+	$(BIN)/python benchmarks/bench_memory.py --events $(or $(EVENTS),10000000)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -160,7 +160,7 @@ def run_worker(evs: list, partitions: int, envelope: int, logs: Path) -> dict[st
 def run_in_process(evs: list, partitions: int) -> dict[str, float]:
     arrivals = arrivals_from_events(evs, partitions)
     params = EngineParams()
-    pipe = LocalPipeline(params, MergeParams(60, (60, 900, 3600), params.thresholds), partitions)
+    pipe = LocalPipeline(params, MergeParams.from_settings(Settings()), partitions)
     t0 = time.perf_counter()
     pipe.feed(arrivals, batch=5000)
     elapsed = time.perf_counter() - t0

@@ -195,7 +195,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--only", default="", help="comma-separated substrings of contender names")
-    ap.add_argument("--latency-rate", type=float, default=10_000, help="events/s offered for the latency run (0: skip)")
+    ap.add_argument(
+        "--latency-rates",
+        default="1000,10000",
+        help="events/s offered in the latency runs, comma-separated (empty: skip): one the worker sustains, and "
+        "the throughput issue's 10,000",
+    )
     ap.add_argument("--latency-seconds", type=float, default=30)
     args = ap.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="callpulse-peers-"))
@@ -207,10 +212,10 @@ def main() -> None:
         print(f"run {r + 1}/{args.runs}", file=sys.stderr)
         (logs / f"run{r}").mkdir()
         runs.append(one_run(evs, args.partitions, logs / f"run{r}", only))
-    lat = None
-    if args.latency_rate > 0:
-        print(f"latency at {args.latency_rate:.0f} events/s offered", file=sys.stderr)
-        lat = latency(evs, args.latency_rate, args.latency_seconds, args.partitions, logs)
+    lats = []
+    for rate in (float(r) for r in args.latency_rates.split(",") if r):
+        print(f"latency at {rate:.0f} events/s offered", file=sys.stderr)
+        lats.append((rate, latency(evs, rate, args.latency_seconds, args.partitions, logs)))
     names = list(runs[0])
     median = {n: statistics.median(r[n]["events_per_s"] for r in runs) for n in names}
     print(f"\n{'contender':42} {'events/s (median)':>18} {'runs':>24} {'CPU s':>7} {'peak RSS MiB':>13}")
@@ -228,10 +233,13 @@ def main() -> None:
         for o in ours:
             ratios = ", ".join(f"{p.split(' (')[0]} {median[o] / median[p]:.2f}x" for p in names if p not in ours)
             print(f"{o}: {ratios}")
-    if lat is not None:
+    if lats:
+        print()
+    for rate, lat in lats:
         p50, p99 = lat["p50_s"], lat["p99_s"]
         print(
-            f"\nevent-to-state latency, callpulse worker, {lat['rate']:.0f} events/s offered (envelopes of 50): "
+            f"event-to-state latency, callpulse worker, {rate:.0f} events/s asked, {lat['rate']:.0f} offered "
+            "(envelopes of 50): "
             + (f"p50 {p50:.2f} s, p99 {p99:.2f} s" if p50 is not None else "n/a")
             + (f", max {lat['max_s']:.2f} s" if lat["max_s"] is not None else "")
         )

@@ -439,8 +439,7 @@ def kpis() -> None:
 def kpis_recompute(path: Path, fmt: str, watermark_after: float | None, dimension: str | None) -> None:
     """Recompute every final KPI window from a JSONL file, in arrival order (the batch reference)."""
     from callpulse.jsonl import read_jsonl
-    from streams.reference import FAMILIES, Arrival, arrivals_from_events, recompute
-    from streams.sources import EngineParams
+    from streams.reference import FAMILIES, Arrival, arrivals_from_events, recompute_as_configured
 
     s = Settings()
     arrivals: list[Arrival] = []
@@ -457,15 +456,7 @@ def kpis_recompute(path: Path, fmt: str, watermark_after: float | None, dimensio
         last = [a.event.ts.timestamp() for a in arrivals if a.event] + [e.ts.timestamp() for _, e in events]
         final = max(last) + watermark_after
     arrivals.extend(arrivals_from_events(events, s.partitions, final))
-    records, counts = recompute(
-        arrivals,
-        EngineParams.from_settings(s),
-        s.partitions,
-        tuple(s.window_sizes_s),
-        s.sl_default_variant,
-        s.repeat_horizon_s,
-        s.repeat_complaint_horizon_s,
-    )
+    records, counts = recompute_as_configured(arrivals, s)
     records = [r for r in records if dimension is None or r.dimension == dimension]
     if fmt == "jsonl":
         for r in records:

@@ -87,6 +87,11 @@ class Settings(BaseSettings):
 
     # Windows and time
     window_sizes_s: list[int] = [60, 900, 3600]
+    agent_window_sizes_s: list[int] = Field(
+        default=[3600],
+        description="window sizes with per-agent records (ClickHouse only): an agent's minute holds a contact or "
+        "none; hours add up to days in ClickHouse; add 900 for interval reports per agent",
+    )
     grace_s: int = Field(default=120, ge=0, description="allowed lateness in event time")
     idle_timeout_s: float = Field(default=30.0, gt=0, description="wall seconds before an idle source advances")
     max_future_skew_s: int = Field(default=900, description="events further in the future are rejected")
@@ -120,6 +125,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _orphan_after_grace(self) -> Settings:
+        if not set(self.agent_window_sizes_s) <= set(self.window_sizes_s):
+            raise ValueError("agent_window_sizes_s must be a subset of window_sizes_s")
         if self.orphan_timeout_s <= self.grace_s + self.window_sizes_s[0]:
             raise ValueError("orphan_timeout_s must exceed grace_s + the base window")
         if self.facts_retention_s < self.grace_s + 2 * self.window_sizes_s[0]:

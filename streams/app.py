@@ -312,7 +312,8 @@ class KpiWorker:
             records = [final_record(fw, self.thresholds, variant) for fw in finals]
             for rec in records:
                 await self._send(self.settings.topics.kpis, rec.key().encode(), rec.model_dump_json().encode())
-                self.metrics.kpi_records.labels(str(rec.window_size_s)).inc()
+            for size, n in Counter(rec.window_size_s for rec in records).items():
+                self.metrics.kpi_records.labels(str(size)).inc(n)
             for w in self.detector.observe(records):
                 await self._send(self.settings.topics.warnings, w.warning_id.encode(), w.model_dump_json().encode())
                 self.metrics.warning_changes.labels(w.rule, w.change).inc()

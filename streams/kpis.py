@@ -7,6 +7,7 @@ Ratios are ``None`` when their denominator is zero.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from schemas.events import SCHEMA_VERSION
@@ -55,6 +56,12 @@ def _q(p: KpiPartial, name: str, q: float) -> float | None:
 _set_attr = object.__setattr__
 
 
+@lru_cache(maxsize=4096)
+def _utc(ts: int) -> datetime:
+    """Window boundaries repeat for every dimension of a window: build each datetime once."""
+    return datetime.fromtimestamp(ts, UTC)
+
+
 def _trusted_record(**values: Any) -> KpiRecord:
     """``KpiRecord.model_construct`` for a record whose every field is given (as ``kpi_record``
     does): the same four attributes pydantic sets, without its per-field default handling,
@@ -90,8 +97,8 @@ def kpi_record(
     # Values are computed here from trusted state: construct without re-validating each field.
     return _trusted_record(
         window_size_s=size,
-        window_start=datetime.fromtimestamp(start, UTC),
-        window_end=datetime.fromtimestamp(start + size, UTC),
+        window_start=_utc(start),
+        window_end=_utc(start + size),
         dimension=dimension,  # type: ignore[arg-type]
         dimension_value=value,
         offered=p.offered,

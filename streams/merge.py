@@ -33,6 +33,10 @@ class MergeParams:
     thresholds: tuple[int, ...]
     repeat_horizon: int = 86_400
     complaint_horizon: int = 7 * 86_400
+    agent_sizes: tuple[int, ...] | None = None  # window sizes with per-agent records; None = all
+
+    def agents_in(self, size: int) -> bool:
+        return self.agent_sizes is None or size in self.agent_sizes
 
     @classmethod
     def from_settings(cls, s: Any) -> MergeParams:
@@ -42,6 +46,7 @@ class MergeParams:
             thresholds=tuple(s.sl_thresholds_s),
             repeat_horizon=s.repeat_horizon_s,
             complaint_horizon=s.repeat_complaint_horizon_s,
+            agent_sizes=tuple(s.agent_window_sizes_s),
         )
 
 
@@ -65,6 +70,7 @@ class MergeState:
     levels: dict[str, dict[str, int]] = field(default_factory=dict)  # after next_window - base
     known: dict[str, int] = field(default_factory=dict)  # dimkey -> first window seen
     rollups: dict[str, dict[str, Any]] = field(default_factory=dict)  # "size|start" -> acc
+    finals: set[int] = field(default_factory=set)  # base windows persisted for open rollups
     history: dict[str, list[list[Any]]] = field(default_factory=dict)  # "kind|key" -> [[ts, id]]
 
 
@@ -77,6 +83,8 @@ class WindowMerger:
         self.s = MergeState()
         self.n = len(params.thresholds)
         self._dirty: set[str] = set()
+        self._fresh: dict[int, dict[str, KpiPartial]] = {}  # finalized since the last drain
+        self._legacy: set[str] = set()  # accumulator entries of earlier versions, to delete
 
     # -- input ---------------------------------------------------------------------------------
     def on_message(self, msg: dict[str, Any]) -> None:
@@ -121,11 +129,11 @@ class WindowMerger:
         for source in sorted(msgs):
             msg = msgs[source]
             for key, data in msg.get("parts", {}).items():
-                part = KpiPartial.from_dict(data, self.n)
-                if key in merged:
-                    merged[key].merge(part)
+                part = merged.get(key)
+                if part is None:
+                    merged[key] = KpiPartial.from_dict(data, self.n)
                 else:
-                    merged[key] = part
+                    part.merge_state(data)
             firsts.extend(msg.get("firsts", []))
         for key in merged:
             self.s.known.setdefault(key, start)
@@ -137,7 +145,13 @@ class WindowMerger:
             if any(ends.values()) or key in self.s.levels:
                 self.s.levels[key] = ends
         self._repeats(firsts, merged)
-        out = [FinalWindow(self.p.base, start, key, merged[key]) for key in sorted(merged)]
+        self._fresh[start] = merged
+        agents = self.p.agents_in(self.p.base)
+        out = [
+            FinalWindow(self.p.base, start, key, merged[key])
+            for key in sorted(merged)
+            if agents or not key.startswith("agent\t")
+        ]
         out.extend(self._rollup(start, merged))
         return out
 
@@ -174,17 +188,30 @@ class WindowMerger:
                 continue
             big = floor_to(start, size)
             rkey = f"{size}|{big}"
-            acc = self.s.rollups.setdefault(rkey, {"included": [], "parts": {}})
-            self._dirty.add(f"roll|{rkey}")
-            if start not in acc["included"]:
-                acc["included"].append(start)
-                for key, part in merged.items():
-                    mine = acc["parts"].get(key)
-                    acc["parts"][key] = part.copy() if mine is None else mine.merge_sequential(part)
+            acc = self._include(rkey, start, merged, size)
             if start + self.p.base == big + size:
                 del self.s.rollups[rkey]
+                if rkey in self._legacy:
+                    self._dirty.add(f"roll|{rkey}")
                 out.extend(FinalWindow(size, big, key, acc["parts"][key]) for key in sorted(acc["parts"]))
         return out
+
+    def _include(self, rkey: str, start: int, merged: dict[str, KpiPartial], size: int) -> dict[str, Any]:
+        """Add a final base window to the accumulator of a longer window (once)."""
+        acc = self.s.rollups.setdefault(rkey, {"included": [], "parts": {}})
+        if start not in acc["included"]:
+            acc["included"].append(start)
+            agents = self.p.agents_in(size)
+            for key, part in merged.items():
+                if not agents and key.startswith("agent\t"):
+                    continue
+                mine = acc["parts"].get(key)
+                acc["parts"][key] = part.copy() if mine is None else mine.merge_sequential(part)
+        return acc
+
+    def _rolled_up(self, start: int, upto: int) -> bool:
+        """Whether every longer window containing base window ``start`` is out (all end by ``upto``)."""
+        return all(floor_to(start, size) + size <= upto for size in self.p.sizes)
 
     def prune_history(self, now_ts: float) -> None:
         """Forget customers outside every horizon."""
@@ -193,10 +220,24 @@ class WindowMerger:
             del self.s.history[key]
             self._dirty.add(f"hist|{key}")
 
-    # -- persistence: one table entry per pending message, rollup, customer and a meta ---------
+    # -- persistence: one table entry per pending message, final base window, customer, a meta --
     def drain_state(self) -> dict[str, dict[str, Any] | None]:
-        """Entries changed since the last drain (None = delete)."""
+        """Entries changed since the last drain (None = delete).
+
+        Longer windows in progress are not written as accumulators (that rewrote a growing
+        union of every dimension each batch): each final base window is written once
+        (``fin|start``) and deleted when every longer window containing it is out; a restart
+        rebuilds the accumulators from them."""
         out: dict[str, dict[str, Any] | None] = {}
+        for start, merged in self._fresh.items():
+            out[f"fin|{start}"] = {key: part.to_dict() for key, part in merged.items()}
+            self.s.finals.add(start)
+        self._fresh = {}
+        upto = self.s.next_window
+        if upto is not None:
+            for start in [w for w in self.s.finals if self._rolled_up(w, upto)]:
+                self.s.finals.discard(start)
+                out[f"fin|{start}"] = None
         for key in self._dirty:
             kind, _, rest = key.partition("|")
             if kind == "pend":
@@ -223,6 +264,8 @@ class WindowMerger:
 
     def load_state(self, items: Any) -> None:
         self.s = MergeState()
+        self._fresh, self._legacy = {}, set()
+        finals: dict[int, dict[str, Any]] = {}
         for key, value in items:
             if value is None:
                 continue
@@ -235,7 +278,10 @@ class WindowMerger:
             elif kind == "pend":
                 w, _, source = rest.partition("|")
                 self.s.pending.setdefault(int(w), {})[source] = value
-            elif kind == "roll":
+            elif kind == "fin":
+                finals[int(rest)] = value
+            elif kind == "roll":  # an accumulator written by earlier versions
+                self._legacy.add(rest)
                 self.s.rollups[rest] = {
                     "included": list(value["included"]),
                     "parts": {d: KpiPartial.from_dict(p, self.n) for d, p in value["parts"].items()},
@@ -244,6 +290,16 @@ class WindowMerger:
                 self.s.history[rest] = [list(h) for h in value["seen"]]
         if self.s.next_window is not None:
             self.s.pending = {w: m for w, m in self.s.pending.items() if w >= self.s.next_window}
+        upto = self.s.next_window
+        for start in sorted(finals):
+            if upto is None or start >= upto:
+                continue  # finalized again after this restart, and written again
+            self.s.finals.add(start)
+            merged = {key: KpiPartial.from_dict(data, self.n) for key, data in finals[start].items()}
+            for size in self.p.sizes:
+                big = floor_to(start, size)
+                if size != self.p.base and big + size > upto:
+                    self._include(f"{size}|{big}", start, merged, size)
 
 
 __all__ = ["FinalWindow", "MergeParams", "WindowMerger"]

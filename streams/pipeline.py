@@ -67,4 +67,11 @@ class LocalPipeline:
             self.merger.on_message(msg)
         for fw in self.merger.finalize():
             self.records.append(final_record(fw, self.thresholds, self.variant))
+        if self.merger.s.next_window is not None:
+            self.merger.prune_history(self.merger.s.next_window)
+        self.persist(self.merger.drain_state())
         return drained.messages
+
+    def persist(self, merge_state: dict[str, Any]) -> None:
+        """The merge stage's changed state entries after a batch: the worker writes them to its
+        changelog; in process they are dropped (tests override this to restart from them)."""

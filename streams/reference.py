@@ -392,7 +392,8 @@ class Reference:
         bases = range(lo, start + size, base)
         last_base = start + size - base
         dims = {d for d, w0 in self.t.first_seen.items() if w0 <= last_base and not d.startswith("agent\t")}
-        dims |= {d for (w, d) in self.t.sums if d.startswith("agent\t") and lo <= w < start + size}
+        if self.agent_sizes is None or size in self.agent_sizes:
+            dims |= {d for (w, d) in self.t.sums if d.startswith("agent\t") and lo <= w < start + size}
         records = []
         for d in sorted(dims):
             p = KpiPartial(len(self.p.thresholds))
@@ -442,6 +443,7 @@ class Reference:
         return self._cum[key]
 
     _variant = "answered_abandoned_no_short"
+    agent_sizes: tuple[int, ...] | None = None  # window sizes with per-agent records; None = all
 
 
 def _exact_percentiles(values: dict[str, list[float]]) -> dict[str, float | None]:
@@ -463,9 +465,26 @@ def recompute(
     default_variant: str = "answered_abandoned_no_short",
     repeat_horizon: int = 86_400,
     complaint_horizon: int = 7 * 86_400,
+    agent_sizes: tuple[int, ...] | None = None,
 ) -> tuple[list[KpiRecord], dict[str, int]]:
-    """All final KPI records for ``arrivals``, and how many events were accepted/late/duplicate."""
+    """All final KPI records for ``arrivals``, and how many events were accepted/late/duplicate.
+    Per-agent records only for ``agent_sizes`` (None: every size)."""
     ref = Reference(params, partitions, repeat_horizon, complaint_horizon)
     ref._variant = default_variant
+    ref.agent_sizes = agent_sizes
     ref.run(arrivals)
     return ref.records(sizes, default_variant), ref.counts
+
+
+def recompute_as_configured(arrivals: list[Arrival], s: Any) -> tuple[list[KpiRecord], dict[str, int]]:
+    """``recompute`` with every parameter from ``callpulse.config.Settings`` (as the worker runs)."""
+    return recompute(
+        arrivals,
+        EngineParams.from_settings(s),
+        s.partitions,
+        tuple(s.window_sizes_s),
+        s.sl_default_variant,
+        s.repeat_horizon_s,
+        s.repeat_complaint_horizon_s,
+        tuple(s.agent_window_sizes_s),
+    )

@@ -230,6 +230,8 @@ class Source:
     def _advance(self, ts: float) -> None:
         if self.st is None or ts > self.st:
             self.st = ts
+        elif self.closed is not None:
+            return  # stream time did not move: nothing can close
         boundary = closed_boundary(self.st, self.p.base, self.p.grace)
         if self.closed is None:
             self.closed = boundary

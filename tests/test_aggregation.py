@@ -165,3 +165,43 @@ def test_kpi_record_sets_every_field_as_model_construct_and_validation_would() -
     assert r == KpiRecord.model_construct(**r.__dict__)
     assert KpiRecord.model_validate_json(r.model_dump_json()) == r
     assert r.service_level == 5 / 9 and r.occupancy == 0.5
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(0, 30 * 86_400, allow_nan=False), min_size=1, max_size=300),
+    st.lists(st.floats(0, 30 * 86_400, allow_nan=False), max_size=300),
+)
+def test_sketch_answers_as_the_ddsketch_library_does(xs: list[float], ys: list[float]) -> None:
+    """callpulse's dict-backed sketch gives the library's quantiles, merged or not, and through
+    its state (the library is the reference for the mapping and the quantile rule)."""
+    from ddsketch import DDSketch
+
+    from streams.partial import SKETCH_ACCURACY, Sketch
+
+    lib, mine, other = DDSketch(SKETCH_ACCURACY), Sketch(), Sketch()
+    for v in xs:
+        lib.add(v)
+        mine.add(v)
+    for v in ys:
+        lib.add(v)
+        other.add(v)
+    mine.merge(Sketch.from_state(other.to_state()))
+    for q in (0.0, 0.5, 0.9, 0.95, 0.99, 1.0):
+        assert mine.get_quantile_value(q) == pytest.approx(lib.get_quantile_value(q), rel=1e-12)
+    assert (mine.count, mine.min, mine.max) == (lib.count, lib._min, lib._max)
+    exact = sorted(xs + ys)
+    p90 = exact[int(0.9 * (len(exact) - 1))]
+    assert abs(mine.get_quantile_value(0.9) - p90) <= SKETCH_ACCURACY * p90 + 1e-9
+
+
+@settings(max_examples=150, deadline=None)
+@given(partials(), partials())
+def test_merging_a_serialised_partial_equals_merging_the_partial(a: KpiPartial, b: KpiPartial) -> None:
+    """The merge stage adds a source's partial from its JSON form (``merge_state``); that must be
+    the same as decoding it first and merging (``merge``)."""
+    state = b.to_dict()
+    left = KpiPartial.from_dict(a.to_dict(), N).merge(KpiPartial.from_dict(state, N))
+    right = KpiPartial.from_dict(a.to_dict(), N).merge_state(state)
+    assert canon(left) == canon(right)
+    assert left.to_dict() == right.to_dict()

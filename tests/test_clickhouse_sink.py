@@ -26,8 +26,7 @@ from streams.early_warning.backtest import run_detector
 from streams.early_warning.detector import EarlyWarningDetector
 from streams.early_warning.rules import load_rules
 from streams.kafka import EventProducer, client_kwargs
-from streams.reference import arrivals_from_events, recompute
-from streams.sources import EngineParams
+from streams.reference import arrivals_from_events, recompute_as_configured
 from tests.dashboards import clickhouse_sql
 from tests.dashboards import targets as dashboard_targets
 from tests.kpicompare import differences
@@ -88,13 +87,7 @@ def expected_raw(arriving: list[tuple[str, Any]]) -> dict[str, int]:
 
 def reference(pipe: Any, arriving: list[tuple[str, Any]], final: float) -> dict[str, KpiRecord]:
     s = pipe.settings
-    records, _ = recompute(
-        arrivals_from_events(arriving, s.partitions, final),
-        EngineParams.from_settings(s),
-        s.partitions,
-        tuple(s.window_sizes_s),
-        s.sl_default_variant,
-    )
+    records, _ = recompute_as_configured(arrivals_from_events(arriving, s.partitions, final), s)
     return {r.key(): r for r in records}
 
 

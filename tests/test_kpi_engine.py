@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -149,3 +150,57 @@ def test_live_values_match_an_independent_count() -> None:
     assert live["all\t"].get("agents_busy", 0) == sum(1 for s in agents.values() if s == "busy")
     if live["all\t"]["waiting"]:
         assert 0 < live["all\t"]["longest_wait_s"] < 3600
+
+
+def test_merge_stage_restarted_from_its_table_after_every_batch_gives_the_same_records() -> None:
+    """The merger's changelog entries (pending partials, final base windows, history, meta) are
+    enough to continue: a merger rebuilt from them after every batch emits what one that never
+    stopped emits, longer windows included (they are rebuilt from the final base windows)."""
+    events = _day(3, 5)
+    arrivals = arrivals_from_events(
+        disorder(events, 5, shuffle_s=60, duplicate_rate=0.01),
+        2,
+        final_watermark=max(e.ts.timestamp() for _, e in events) + 600,
+    )
+    params = EngineParams(grace=120)
+    ref, _, _, _ = _run(arrivals, 2, params)
+
+    class Restarting(LocalPipeline):
+        table: dict[str, object] = {}
+        finals_seen = 0
+
+        def persist(self, merge_state: dict[str, Any]) -> None:
+            for key, value in merge_state.items():
+                if value is None:
+                    self.table.pop(key, None)
+                else:
+                    self.table[key] = value
+            self.finals_seen = max(self.finals_seen, sum(k.startswith("fin|") for k in self.table))
+            fresh = type(self.merger)(self.merger.p, self.merger.expected)
+            fresh.load_state(list(self.table.items()))
+            self.merger = fresh
+
+    pipe = Restarting(params, MergeParams(params.base, SIZES, params.thresholds), 2)
+    pipe.feed(arrivals, batch=97)
+    assert differences(ref, {r.key(): r for r in pipe.records}) == []
+    # final base windows stay only while an hour containing them is open
+    assert 0 < pipe.finals_seen <= 3600 // 60 + 5
+    assert not any(k.startswith("roll|") for k in pipe.table)
+
+
+def test_agent_records_only_for_the_configured_window_sizes() -> None:
+    """Per-agent records (for ClickHouse) only at the configured sizes: a per-agent minute holds
+    one contact. The other dimensions and sizes are unchanged, and equal to the reference."""
+    events = _day(2, 6)
+    final = max(e.ts.timestamp() for _, e in events) + 600
+    arrivals = arrivals_from_events(events, 2, final_watermark=final)
+    params = EngineParams(grace=120)
+    ref, _ = recompute(arrivals, params, 2, SIZES, agent_sizes=(900, 3600))
+    pipe = LocalPipeline(params, MergeParams(params.base, SIZES, params.thresholds, agent_sizes=(900, 3600)), 2)
+    pipe.feed(arrivals, batch=500)
+    got = {r.key(): r for r in pipe.records}
+    assert differences({r.key(): r for r in ref}, got) == []
+    sizes_with_agents = {r.window_size_s for r in got.values() if r.dimension == "agent"}
+    assert sizes_with_agents == {900, 3600}
+    _, everything, _, _ = _run(arrivals, 2, params)
+    assert {k: r for k, r in everything.items() if r.dimension != "agent" or r.window_size_s != 60}.keys() == got.keys()

@@ -43,6 +43,10 @@ def _fmt(kpi: str, v: float | None) -> str:
     return f"{v:.2f}" if kpi == "csat_mean" else f"{v:.0f}"
 
 
+def _win_end(key: str) -> int:
+    return int(key.split("|", 1)[1]) if key.startswith("ew-win|") else 0
+
+
 class EarlyWarningDetector:
     def __init__(self, rules: RuleSet, base_s: int, thresholds: tuple[int, ...], variant: str) -> None:
         self.rules = rules
@@ -64,6 +68,9 @@ class EarlyWarningDetector:
         self.plans: dict[tuple[str, str, str], Forecast | None] = {}  # forecast of the running interval
         self.accuracy: dict[tuple[str, str, str], ForecastAccuracy] = {}
         self._staffing_out: list[StaffingRecord] = []
+        # the rolling windows by end time, as persisted: one entry per base window (written once,
+        # deleted when no lookback needs it), not the whole lookback per dimension every batch
+        self._by_end: dict[int, dict[str, WindowCounts]] = {}
 
     # -- feeding --------------------------------------------------------------------------------
     def observe(self, records: Iterable[KpiRecord]) -> list[WarningRecord]:
@@ -77,12 +84,15 @@ class EarlyWarningDetector:
             rolling = self.rolling.setdefault(key, Rolling(self.keep_s))
             if rolling.windows and t <= rolling.windows[-1].end:
                 continue  # seen before (a replay after a crash): observing twice would double-count
-            rolling.add(WindowCounts.of(r, self.thresholds))
-            self._dirty.add(f"ew-roll|{r.dimension}|{r.dimension_value}")
+            counts = WindowCounts.of(r, self.thresholds)
+            rolling.add(counts)
+            self._by_end.setdefault(int(t), {})[f"{r.dimension}\t{r.dimension_value}"] = counts
+            self._dirty.add(f"ew-win|{int(t)}")
             fresh.append((key, t))
+            views: dict[int, LookbackKpis] = {}  # per lookback: rules sharing one share its sums
             for rule in self.rules.threshold:
                 if r.dimension in rule.dimensions:
-                    out.extend(self._threshold(rule, key, rolling, t))
+                    out.extend(self._threshold(rule, key, rolling, t, views))
             for srule in self.rules.seasonal:
                 if r.dimension in srule.dimensions:
                     out.extend(self._seasonal(srule, key, rolling, r, t))
@@ -97,8 +107,12 @@ class EarlyWarningDetector:
             self._dirty.add("ew-tracker")  # open warnings and streak counters
         return out
 
-    def _threshold(self, rule: ThresholdRule, key: Key, rolling: Rolling, t: float) -> list[WarningRecord]:
-        k = LookbackKpis(rolling.over(rule.lookback_s, t), self.thresholds, self.variant)
+    def _threshold(
+        self, rule: ThresholdRule, key: Key, rolling: Rolling, t: float, views: dict[int, LookbackKpis]
+    ) -> list[WarningRecord]:
+        k = views.get(rule.lookback_s)
+        if k is None:
+            k = views[rule.lookback_s] = LookbackKpis(rolling.over(rule.lookback_s, t), self.thresholds, self.variant)
         value, volume = k.value(rule.kpi, rule.threshold_s), k.volume(rule.kpi)
         minutes = rule.lookback_s / 60
         name = rule.kpi if rule.threshold_s is None else f"{rule.kpi} ({rule.threshold_s} s)"
@@ -274,10 +288,16 @@ class EarlyWarningDetector:
     def drain_state(self) -> dict[str, Any]:
         """Entries changed since the last drain (key -> JSON value)."""
         out: dict[str, Any] = {}
+        if self._by_end:
+            newest = max(self._by_end)
+            for end in [e for e in self._by_end if e <= newest - self.keep_s]:
+                del self._by_end[end]
+                self._dirty.discard(f"ew-win|{end}")
+                out[f"ew-win|{end}"] = None
         for k in sorted(self._dirty):
             kind, *rest = k.split("|")
-            if kind == "ew-roll":
-                out[k] = [w.dump() for w in self.rolling[(rest[0], rest[1])].windows]
+            if kind == "ew-win":
+                out[k] = {dk: w.dump() for dk, w in self._by_end[int(rest[0])].items()}
             elif kind == "ew-base":
                 out[k] = self.baselines[(rest[0], rest[1], rest[2])].dump_recent()
             elif kind == "ew-prof":
@@ -293,13 +313,28 @@ class EarlyWarningDetector:
         return out
 
     def load_state(self, entries: Iterable[tuple[str, Any]]) -> None:
+        entries = sorted(entries, key=lambda kv: (kv[0].startswith("ew-win|"), _win_end(kv[0])))
         for k, v in entries:
+            if v is None:
+                continue  # a deletion
             kind, *rest = k.split("|")
-            if kind == "ew-roll":
+            if kind == "ew-win":
+                end = int(rest[0])
+                cell = self._by_end[end] = {}
+                for dk, values in v.items():
+                    dimension, _, value = dk.partition("\t")
+                    counts = cell[dk] = WindowCounts.load(values)
+                    roll = self.rolling.setdefault((dimension, value), Rolling(self.keep_s))
+                    if not roll.windows or roll.windows[-1].end < counts.end:
+                        roll.add(counts)
+            elif kind == "ew-roll":  # one dimension's whole lookback: state written by earlier versions
                 roll = self.rolling.setdefault((rest[0], rest[1]), Rolling(self.keep_s))
                 roll.windows.clear()
                 for w in v:
-                    roll.windows.append(WindowCounts.load(w))
+                    counts = WindowCounts.load(w)
+                    roll.windows.append(counts)
+                    self._by_end.setdefault(int(counts.end), {})[f"{rest[0]}\t{rest[1]}"] = counts
+                    self._dirty.add(f"ew-win|{int(counts.end)}")
             elif kind in ("ew-base", "ew-prof"):
                 rule = next((r for r in self.rules.seasonal if r.name == rest[0]), None)
                 if rule is None:

@@ -10,7 +10,8 @@ summed counts, with the same formulas as ``streams/kpis.py`` (service level thro
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 from schemas.records import KpiRecord
@@ -70,12 +71,24 @@ class WindowCounts:
             abandoned_within=[r.abandoned_within.get(str(t), 0) for t in thresholds],
         )
 
+    @cached_property
+    def vector(self) -> tuple[float, ...]:
+        """The summed fields (``_SUMMED``) as a tuple; windows never change once counted."""
+        return tuple(getattr(self, name) for name in _SUMMED)
+
     def dump(self) -> list[Any]:
-        return list(astuple(self))
+        """Field values in declaration order (``dataclasses.astuple`` deep-copies: 30x slower)."""
+        values = [getattr(self, name) for name in _FIELDS]
+        values[-2:] = [list(self.answered_within), list(self.abandoned_within)]
+        return values
 
     @classmethod
     def load(cls, values: list[Any]) -> WindowCounts:
         return cls(*values)
+
+
+_FIELDS = tuple(f.name for f in fields(WindowCounts))
+_SUMMED = tuple(n for n in _FIELDS if n not in ("end", "answered_within", "abandoned_within"))
 
 
 class Rolling:
@@ -101,9 +114,15 @@ class LookbackKpis:
         self.w = windows
         self.thresholds = thresholds
         self.variant = variant
+        self._sums: dict[str, float] = {}  # every field's sum, on first use; rules sharing a lookback share it
 
     def _sum(self, name: str) -> float:
-        return sum(getattr(w, name) for w in self.w)
+        if not self._sums:
+            # every field at once, column by column in window order (the same additions, in the
+            # same order, as summing one field at a time: bit for bit the same floats)
+            columns = zip(*(w.vector for w in self.w), strict=True) if self.w else ((),) * len(_SUMMED)
+            self._sums = dict(zip(_SUMMED, (sum(col) for col in columns), strict=True))
+        return self._sums[name]
 
     def value(self, kpi: str, threshold_s: int | None = None) -> float | None:
         if not self.w:
