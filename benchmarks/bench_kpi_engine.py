@@ -44,25 +44,31 @@ LARGE_CENTER = tuple(
 )
 
 
-def events(n: int) -> list:
+def events(n: int, scale: int = 1) -> list:
+    """``n`` events of the large center, or of one ``scale`` times larger (traffic, agents,
+    tickets and customers), simulated a period at a time from Monday 00:00 UTC."""
     out: list = []
-    day = 0
+    period = timedelta(hours=24) / scale
+    i = 0
     while len(out) < n:
-        start = datetime(2026, 11, 2, tzinfo=UTC) + timedelta(days=day)
+        start = datetime(2026, 11, 2, tzinfo=UTC) + i * period
         batch = simulate(
             SimConfig(
                 start=start,
-                duration=timedelta(hours=24),
-                seed=100 + day,
-                queues=LARGE_CENTER,
-                agents=400,
-                ticket_rate_per_hour=600,
-                customers=200_000,
+                duration=period,
+                seed=100 + i,
+                queues=tuple(
+                    QueueSpec(q.name, q.channel, q.business_type, q.rate_per_hour * scale, q.aht_s)
+                    for q in LARGE_CENTER
+                ),
+                agents=400 * scale,
+                ticket_rate_per_hour=600 * scale,
+                customers=200_000 * scale,
             )
         )
-        end = (start + timedelta(hours=24)).timestamp()
+        end = (start + period).timestamp()
         out.extend(fe for fe in batch if fe[1].ts.timestamp() < end)
-        day += 1
+        i += 1
     return out[:n]
 
 
@@ -174,10 +180,20 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--envelopes", default="1,100", help="record forms to run: events per record")
     ap.add_argument("--skip-in-process", action="store_true")
+    ap.add_argument(
+        "--scale",
+        type=int,
+        default=1,
+        help="a center this many times larger (more events per window: per-window work weighs less)",
+    )
     args = ap.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="callpulse-bench-"))
-    evs = events(args.events)
-    print(f"{len(evs)} simulated events (calls, tickets, surveys, agent states); logs in {logs}")
+    evs = events(args.events, args.scale)
+    span_h = (evs[-1][1].ts - evs[0][1].ts).total_seconds() / 3600
+    print(
+        f"{len(evs)} simulated events (calls, tickets, surveys, agent states) over {span_h:.1f} h of event time "
+        f"(center x{args.scale}); logs in {logs}"
+    )
     rows = [] if args.skip_in_process else [("engine in-process (no Kafka)", run_in_process(evs, args.partitions))]
     for envelope in (int(x) for x in args.envelopes.split(",")):
         label = "worker, one event per record" if envelope == 1 else f"worker, envelopes of {envelope}"

@@ -589,6 +589,30 @@ class AgentsSource(Source):
                 if reason is not None:
                     p.not_ready_reasons[reason] = p.not_ready_reasons.get(reason, 0) + total
 
+    def _credit_levels(self, start: int, end: int) -> None:
+        """Credit every group over ``[start, end)``: agents per (state field, reason, dimension
+        key) summed over the groups first, so each window and key is touched once per close."""
+        counts: dict[tuple[str, str | None, str], int] = {}
+        for (name, reason, keys), n in self.levels.items():
+            for key in keys:
+                cell = (name, reason, key)
+                counts[cell] = counts.get(cell, 0) + n
+        if not counts:
+            return
+        for wstart, secs in split_by_window(start, end, self.p.base):
+            w = self.window(wstart)
+            if w is None:
+                continue
+            parts = w.parts
+            for (name, reason, key), n in counts.items():
+                p = parts.get(key)
+                if p is None:
+                    p = self.part(w, key)
+                total = n * secs
+                setattr(p, name, getattr(p, name) + total)
+                if reason is not None:
+                    p.not_ready_reasons[reason] = p.not_ready_reasons.get(reason, 0) + total
+
     def _credit(self, f: dict[str, Any], start: float, end: float) -> None:
         """Add the interval's seconds in the agent's state to every window it overlaps."""
         group = self._group(f)
@@ -648,8 +672,7 @@ class AgentsSource(Source):
         if self.guard_facts:
             self._on_close_replaying(old, new)
             return
-        for group, n in self.levels.items():
-            self._credit_group(group, old, new, n)
+        self._credit_levels(old, new)
         for aid in sorted(self.joined):
             f = self.facts[aid]
             if f["since"] >= new:
