@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 from callpulse.config import Settings  # noqa: E402
 from callpulse.embedded import EmbeddedBroker, free_port  # noqa: E402
 from callpulse.simulator import DEFAULT_QUEUES, QueueSpec, SimConfig, simulate  # noqa: E402
+from streams.app import tune_gc  # noqa: E402
 from streams.kafka import EventProducer, ensure_topics  # noqa: E402
 from streams.merge import MergeParams  # noqa: E402
 from streams.pipeline import LocalPipeline  # noqa: E402
@@ -97,13 +98,24 @@ def worker_env(bootstrap: str, app_id: str, partitions: int, port: int, **extra:
     }
 
 
-def produce_backlog(settings: Settings, evs: list, envelope: int) -> None:
-    """Create the topics and produce the events (``envelope`` events per record)."""
+def final_watermark(evs: list) -> float:
+    """Event time by which every window of ``evs`` is closed (last event + grace + a base window),
+    as ``callpulse produce`` ends a replay: the measured run then ends with the data, not with
+    the idle heartbeat (which would add its 30 s timeout to the end-to-end time)."""
+    s = Settings()
+    return max(e.ts.timestamp() for _, e in evs) + s.grace_s + 2 * s.base_window_s
+
+
+def produce_backlog(settings: Settings, evs: list, envelope: int, watermark: bool = True) -> None:
+    """Create the topics and produce the events (``envelope`` events per record), then the final
+    watermark on every partition (not for the peers, which know no watermark records)."""
 
     async def produce() -> None:
         await ensure_topics(settings)
         async with EventProducer(settings) as p:
             await p.send_events(evs, envelope)
+            if watermark:
+                await p.send_watermarks(final_watermark(evs))
 
     asyncio.run(produce())
 
@@ -164,7 +176,8 @@ def run_worker(evs: list, partitions: int, envelope: int, logs: Path) -> dict[st
 
 
 def run_in_process(evs: list, partitions: int) -> dict[str, float]:
-    arrivals = arrivals_from_events(evs, partitions)
+    tune_gc(Settings())  # as the worker does
+    arrivals = arrivals_from_events(evs, partitions, final_watermark(evs))
     params = EngineParams()
     pipe = LocalPipeline(params, MergeParams.from_settings(Settings()), partitions)
     t0 = time.perf_counter()

@@ -32,6 +32,7 @@ from bench_kpi_engine import LARGE_CENTER  # noqa: E402
 from callpulse.config import Settings  # noqa: E402
 from callpulse.simulator import SimConfig, simulate  # noqa: E402
 from schemas.events import TicketEvent, TicketEventKind  # noqa: E402
+from streams.app import tune_gc  # noqa: E402
 from streams.early_warning.detector import EarlyWarningDetector  # noqa: E402
 from streams.early_warning.rules import load_rules  # noqa: E402
 from streams.merge import MergeParams  # noqa: E402
@@ -106,6 +107,7 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=4)
     args = ap.parse_args()
     s = Settings()
+    tune_gc(s)  # the worker's garbage collector settings
     params = EngineParams.from_settings(s)
     pipe = DroppingPipeline(params, MergeParams.from_settings(s), args.partitions)
     pipe.detector = EarlyWarningDetector(

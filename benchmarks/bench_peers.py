@@ -3,9 +3,10 @@
     python benchmarks/bench_peers.py [--events 200000] [--runs 3] [--partitions 4]
 
 One embedded broker (Tansu) per run holds the seeded event mix of ``bench_kpi_engine`` (calls,
-tickets, surveys, agent states of a large center) twice: one event per Kafka record, and in
-envelopes of 100. Then, one after another, each contender consumes it from the start in its own
-consumer group, in its own process:
+tickets, surveys, agent states of a large center) three times: one event per Kafka record and in
+envelopes of 100 for callpulse, each ended by a final watermark (as ``callpulse produce`` ends a
+replay), and one event per record for the peers. Then, one after another, each contender
+consumes it from the start in its own consumer group, in its own process:
 
 * callpulse worker, single records and envelopes: decode, validate, dedup, every KPI, windows,
   changelog, warnings, with the ClickHouse sink (chdb) running beside it; measured until the last
@@ -46,6 +47,7 @@ from tests.services import WorkerProcess  # noqa: E402
 
 PEERS = REPO / "benchmarks" / "peers"
 ENVELOPED = Topics(calls="env.calls", tickets="env.tickets", surveys="env.surveys", agents="env.agents")
+FOR_PEERS = Topics(calls="peer.calls", tickets="peer.tickets", surveys="peer.surveys", agents="peer.agents")
 
 
 def cpu_s(pid: int) -> float:
@@ -166,13 +168,15 @@ def one_run(evs: list, partitions: int, logs: Path, only: set[str]) -> dict[str,
         single = Settings(kafka_bootstrap=broker.bootstrap, partitions=partitions)
         enveloped = Settings(kafka_bootstrap=broker.bootstrap, partitions=partitions, topics=ENVELOPED)
 
+        for_peers = Settings(kafka_bootstrap=broker.bootstrap, partitions=partitions, topics=FOR_PEERS)
         produce_backlog(single, evs, 1)
         produce_backlog(enveloped, evs, 100)
+        produce_backlog(for_peers, evs, 1, watermark=False)  # the same records, without the final watermark
         total = len(evs)
         one = single.topics
 
         def peer(script: str) -> Any:
-            return lambda: run_peer(script, broker, one, total, logs)
+            return lambda: run_peer(script, broker, FOR_PEERS, total, logs)
 
         contenders: list[tuple[str, Any]] = [
             ("callpulse, envelopes of 100", lambda: run_callpulse(broker, ENVELOPED, total, partitions, logs, "env")),

@@ -94,7 +94,7 @@ def worker(loglevel: str) -> None:
     import faust
 
     from sinks.metrics import WorkerMetrics
-    from streams.app import create_app
+    from streams.app import create_app, tune_gc
     from streams.kafka import ensure_topics
 
     settings = Settings()
@@ -103,6 +103,7 @@ def worker(loglevel: str) -> None:
     if settings.metrics_port:
         metrics.serve(settings.metrics_port, settings.metrics_host)
     app, _ = create_app(settings, metrics)
+    tune_gc(settings)
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 

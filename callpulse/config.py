@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     session_timeout_s: float = 10.0
     batch_max: int = Field(default=2000, ge=1, description="records per processing batch")
     batch_within_s: float = 0.5
+    gc_gen0_threshold: int = Field(
+        default=50_000,
+        ge=0,
+        description="allocations between young-generation garbage collections (Python's default 700; 0 keeps it)",
+    )
 
     # ClickHouse
     clickhouse_dsn: str | None = Field(default=None, description="clickhouse://...; empty = embedded chdb")
