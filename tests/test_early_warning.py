@@ -204,3 +204,25 @@ def test_state_survives_a_restart() -> None:
             b.load_state(state.items())
     assert [w.model_dump() for w in out_a] == [w.model_dump() for w in out_b]
     assert len(out_a) == 2
+
+
+def test_state_of_the_earlier_layout_loads_and_is_rewritten() -> None:
+    """A changelog written before per-window entries (each dimension's whole lookback as
+    ``ew-roll|dim|value``) restores the same detector, and is replaced: its entries are deleted and
+    the windows written once each (``ew-win|end``)."""
+    rules = RuleSet.model_validate({"threshold": [SL_RULE]})
+    values = [0.95] * 3 + [0.7] * 4 + [0.95] * 5
+    a, b = detector(rules), detector(rules)
+    out_a, out_b = [], []
+    for i, v in enumerate(values):
+        out_a.extend(a.observe([rec(i, 20, v)]))
+        out_b.extend(b.observe([rec(i, 20, v)]))
+        if i == 4:
+            state = {k: v for k, v in b.drain_state().items() if not k.startswith("ew-win|")}
+            state["ew-roll|queue|billing"] = [w.dump() for w in b.rolling[("queue", "billing")].windows]
+            b = detector(rules)
+            b.load_state(state.items())
+            rewritten = b.drain_state()
+            assert rewritten["ew-roll|queue|billing"] is None
+            assert sorted(k for k in rewritten if k.startswith("ew-win|"))
+    assert [w.model_dump() for w in out_a] == [w.model_dump() for w in out_b]

@@ -71,6 +71,7 @@ class EarlyWarningDetector:
         # the rolling windows by end time, as persisted: one entry per base window (written once,
         # deleted when no lookback needs it), not the whole lookback per dimension every batch
         self._by_end: dict[int, dict[str, WindowCounts]] = {}
+        self._retired: set[str] = set()  # entries of earlier versions' layout, to delete
 
     # -- feeding --------------------------------------------------------------------------------
     def observe(self, records: Iterable[KpiRecord]) -> list[WarningRecord]:
@@ -287,7 +288,8 @@ class EarlyWarningDetector:
     # -- state ----------------------------------------------------------------------------------
     def drain_state(self) -> dict[str, Any]:
         """Entries changed since the last drain (key -> JSON value)."""
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = dict.fromkeys(self._retired)
+        self._retired.clear()
         if self._by_end:
             newest = max(self._by_end)
             for end in [e for e in self._by_end if e <= newest - self.keep_s]:
@@ -328,6 +330,7 @@ class EarlyWarningDetector:
                     if not roll.windows or roll.windows[-1].end < counts.end:
                         roll.add(counts)
             elif kind == "ew-roll":  # one dimension's whole lookback: state written by earlier versions
+                self._retired.add(k)  # rewritten as per-window entries, then deleted
                 roll = self.rolling.setdefault((rest[0], rest[1]), Rolling(self.keep_s))
                 roll.windows.clear()
                 for w in v:
