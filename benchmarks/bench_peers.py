@@ -217,10 +217,13 @@ def main() -> None:
         (logs / f"run{r}").mkdir()
         runs.append(one_run(evs, args.partitions, logs / f"run{r}", only))
     lats = []
-    for rate in (float(r) for r in args.latency_rates.split(",") if r):
+    asked = [float(r) for r in args.latency_rates.split(",") if r]
+    if asked and max(asked) * args.latency_seconds > len(evs):  # enough events for the fastest rate
+        evs = events(int(max(asked) * args.latency_seconds))
+    for rate in asked:
         print(f"latency at {rate:.0f} events/s offered", file=sys.stderr)
         lats.append((rate, latency(evs, rate, args.latency_seconds, args.partitions, logs)))
-    names = list(runs[0])
+    names = list(runs[0]) if runs else []
     median = {n: statistics.median(r[n]["events_per_s"] for r in runs) for n in names}
     print(f"\n{'contender':42} {'events/s (median)':>18} {'runs':>24} {'CPU s':>7} {'peak RSS MiB':>13}")
     for n in names:
