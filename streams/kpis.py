@@ -46,11 +46,12 @@ def service_level(p: KpiPartial, i: int, variant: str) -> float | None:
     raise ValueError(f"unknown service level variant {variant!r}")
 
 
-def _q(p: KpiPartial, name: str, q: float) -> float | None:
+def _percentiles(p: KpiPartial, name: str) -> list[float | None]:
+    """p50, p90, p95 of a sketch (None without values)."""
     sketch = getattr(p, name)
-    if sketch is None or sketch.count == 0:
-        return None
-    return float(sketch.get_quantile_value(q))
+    if sketch is None:
+        return [None, None, None]
+    return sketch.quantiles((0.5, 0.9, 0.95))
 
 
 _set_attr = object.__setattr__
@@ -89,6 +90,7 @@ def kpi_record(
     working = p.busy_s + p.acw_state_s
     lv = p.levels
     variants = {f"{v}@{t}": service_level(p, i, v) for i, t in enumerate(thresholds) for v in SL_VARIANTS}
+    frt, resolution = _percentiles(p, "frt"), _percentiles(p, "resolution")
     csat_by_wait: dict[str, dict[str, float | None]] = {}
     for bucket in WAIT_BUCKETS:
         n, total, top2 = p.csat_wait.get(bucket, (0, 0, 0))
@@ -142,13 +144,13 @@ def kpi_record(
         utilization=ratio(working, logged_in),
         tickets_created=p.tickets_created,
         tickets_first_responses=p.tickets_first_responses,
-        first_response_p50_seconds=_q(p, "frt", 0.5),
-        first_response_p90_seconds=_q(p, "frt", 0.9),
-        first_response_p95_seconds=_q(p, "frt", 0.95),
+        first_response_p50_seconds=frt[0],
+        first_response_p90_seconds=frt[1],
+        first_response_p95_seconds=frt[2],
         tickets_resolved=p.tickets_resolved,
-        resolution_p50_seconds=_q(p, "resolution", 0.5),
-        resolution_p90_seconds=_q(p, "resolution", 0.9),
-        resolution_p95_seconds=_q(p, "resolution", 0.95),
+        resolution_p50_seconds=resolution[0],
+        resolution_p90_seconds=resolution[1],
+        resolution_p95_seconds=resolution[2],
         sla_evaluated=p.sla_evaluated,
         sla_breached=p.sla_breached,
         sla_breach_rate=ratio(p.sla_breached, p.sla_evaluated),

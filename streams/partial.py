@@ -10,6 +10,7 @@ No I/O here; ``to_dict``/``from_dict`` give a compact JSON form for changelogs a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from ddsketch.mapping import LogarithmicMapping
@@ -142,19 +143,31 @@ class Sketch:
         return c
 
     def get_quantile_value(self, q: float) -> float | None:
-        if q < 0 or q > 1 or self.count == 0:
-            return None
-        rank = q * (self.count - 1)
-        if rank < self.zero:
-            return 0.0
-        rank -= self.zero
-        running = 0
+        return self.quantiles((q,))[0]
+
+    def quantiles(self, qs: tuple[float, ...]) -> list[float | None]:
+        """Several quantiles from one pass over the sorted buckets."""
+        if self.count == 0:
+            return [None] * len(qs)
         keys = sorted(self.bins)
-        for key in keys:
-            running += self.bins[key]
-            if running > rank:
-                return _MAPPING.value(key)
-        return _MAPPING.value(keys[-1])
+        out: list[float | None] = []
+        for q in qs:
+            if q < 0 or q > 1:
+                out.append(None)
+                continue
+            rank = q * (self.count - 1)
+            if rank < self.zero:
+                out.append(0.0)
+                continue
+            rank -= self.zero
+            running, value = 0, _MAPPING.value(keys[-1])
+            for key in keys:
+                running += self.bins[key]
+                if running > rank:
+                    value = _MAPPING.value(key)
+                    break
+            out.append(value)
+        return out
 
     def to_state(self) -> dict[str, Any]:
         """Compact JSON: the non-empty key range as a dense list (the form earlier versions
@@ -240,77 +253,75 @@ class KpiPartial:
 
     def merge(self, other: KpiPartial) -> KpiPartial:
         """Add ``other`` (same window, another source) into self. Associative, commutative."""
-        mine = self.__dict__
-        for name, v in other._sums():
-            mine[name] = mine.get(name, 0) + v
-        for name in THRESHOLD_SUMS:
-            mine, theirs = getattr(self, name), getattr(other, name)
-            for i, v in enumerate(theirs):
-                mine[i] += v
-        if other.longest_wait is not None:
-            self.add_wait(other.longest_wait)
-        for reason, secs in other.not_ready_reasons.items():
-            self.not_ready_reasons[reason] = self.not_ready_reasons.get(reason, 0) + secs
-        for name in SKETCHES:
-            theirs = getattr(other, name)
-            if theirs is not None:
-                mine = getattr(self, name)
-                if mine is None:
-                    setattr(self, name, theirs.copy())
-                else:
-                    mine.merge(theirs)
-        for level, series in other.deltas.items():
-            for second, d in series.items():
-                self.add_level(level, second, d)
-        for bucket, (n, total, top2) in other.csat_wait.items():
-            cell = self.csat_wait.setdefault(bucket, [0, 0, 0])
-            cell[0] += n
-            cell[1] += total
-            cell[2] += top2
-        if other.levels:
-            if self.levels:
-                raise ValueError("parallel merge of absolute levels is undefined; merge deltas first")
-            self.levels = dict(other.levels)
-        return self
+        return self._add(
+            other._sums(),
+            [getattr(other, name) for name in THRESHOLD_SUMS],
+            other.longest_wait,
+            other.not_ready_reasons,
+            [(name, getattr(other, name)) for name in SKETCHES],
+            other.deltas,
+            other.csat_wait,
+            other.levels,
+        )
 
     def merge_state(self, data: dict[str, Any]) -> KpiPartial:
         """``merge(KpiPartial.from_dict(data))`` without building the other partial: the merge
         stage adds up every source's partials of a window as they come off the topic."""
+        return self._add(
+            ((name, v) for name, v in data.items() if name in _SUM_SET),
+            [data.get(name) for name in THRESHOLD_SUMS],
+            data.get("longest_wait"),
+            data.get("not_ready_reasons", {}),
+            [(name, Sketch.from_state(data[name]) if name in data else None) for name in SKETCHES],
+            data.get("deltas", {}),
+            data.get("csat_wait", {}),
+            data.get("levels", {}),
+        )
+
+    def _add(
+        self,
+        sums: Iterable[tuple[str, float]],
+        within: list[list[int] | None],
+        longest: float | None,
+        reasons: dict[str, float],
+        sketches: list[tuple[str, Sketch | None]],
+        deltas: dict[str, dict[Any, int]],
+        csat_wait: dict[str, list[int]],
+        levels: dict[str, Any],
+    ) -> KpiPartial:
+        """The one merge, fed from another partial or from its JSON form (whose level seconds
+        are strings and level tuples lists)."""
         mine = self.__dict__
-        for name, v in data.items():
-            if name in _SUM_SET:
-                mine[name] = mine.get(name, 0) + v
-        for name in THRESHOLD_SUMS:
-            theirs = data.get(name)
+        for name, v in sums:
+            mine[name] = mine.get(name, 0) + v
+        for name, theirs in zip(THRESHOLD_SUMS, within, strict=True):
             if theirs:
                 counts = getattr(self, name)
                 for i, v in enumerate(theirs):
                     counts[i] += v
-        longest = data.get("longest_wait")
         if longest is not None:
             self.add_wait(longest)
-        for reason, secs in data.get("not_ready_reasons", {}).items():
+        for reason, secs in reasons.items():
             self.not_ready_reasons[reason] = self.not_ready_reasons.get(reason, 0) + secs
-        for name in SKETCHES:
-            if name in data:
-                theirs_sketch = Sketch.from_state(data[name])
-                mine_sketch = getattr(self, name)
-                if mine_sketch is None:
-                    setattr(self, name, theirs_sketch)
+        for name, sketch in sketches:
+            if sketch is not None:
+                own = getattr(self, name)
+                if own is None:
+                    setattr(self, name, sketch.copy())
                 else:
-                    mine_sketch.merge(theirs_sketch)
-        for level, series in data.get("deltas", {}).items():
+                    own.merge(sketch)
+        for level, series in deltas.items():
             for second, d in series.items():
                 self.add_level(level, int(second), d)
-        for bucket, (n, total, top2) in data.get("csat_wait", {}).items():
+        for bucket, (n, total, top2) in csat_wait.items():
             cell = self.csat_wait.setdefault(bucket, [0, 0, 0])
             cell[0] += n
             cell[1] += total
             cell[2] += top2
-        if data.get("levels"):
+        if levels:
             if self.levels:
                 raise ValueError("parallel merge of absolute levels is undefined; merge deltas first")
-            self.levels = {lv: tuple(v) for lv, v in data["levels"].items()}  # type: ignore[misc]
+            self.levels = {lv: tuple(v) for lv, v in levels.items()}  # type: ignore[misc]
         return self
 
     def resolve_levels(self, start_levels: dict[str, int]) -> dict[str, int]:

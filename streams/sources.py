@@ -573,38 +573,30 @@ class AgentsSource(Source):
     def _credit_group(self, group: tuple[str, str | None, tuple[str, ...]], start: float, end: float, n: int) -> None:
         """Add ``n`` agents' seconds in ``[start, end)`` to every window it overlaps."""
         name, reason, keys = group
-        if end <= start or n == 0:
-            return
-        for wstart, secs in split_by_window(start, end, self.p.base):
-            w = self.window(wstart)
-            if w is None:
-                continue
-            total = n * secs
-            parts = w.parts
-            for key in keys:
-                p = parts.get(key)
-                if p is None:
-                    p = self.part(w, key)
-                setattr(p, name, getattr(p, name) + total)
-                if reason is not None:
-                    p.not_ready_reasons[reason] = p.not_ready_reasons.get(reason, 0) + total
+        if n:
+            self._credit_cells({(name, reason, key): n for key in keys}, start, end)
 
     def _credit_levels(self, start: int, end: int) -> None:
         """Credit every group over ``[start, end)``: agents per (state field, reason, dimension
         key) summed over the groups first, so each window and key is touched once per close."""
-        counts: dict[tuple[str, str | None, str], int] = {}
+        cells: dict[tuple[str, str | None, str], int] = {}
         for (name, reason, keys), n in self.levels.items():
             for key in keys:
                 cell = (name, reason, key)
-                counts[cell] = counts.get(cell, 0) + n
-        if not counts:
+                cells[cell] = cells.get(cell, 0) + n
+        self._credit_cells(cells, start, end)
+
+    def _credit_cells(self, cells: dict[tuple[str, str | None, str], int], start: float, end: float) -> None:
+        """Add ``n`` agents x seconds of ``[start, end)`` to the state field (and pause reason) of
+        each dimension key, in every window the interval overlaps."""
+        if not cells:
             return
         for wstart, secs in split_by_window(start, end, self.p.base):
             w = self.window(wstart)
             if w is None:
                 continue
             parts = w.parts
-            for (name, reason, key), n in counts.items():
+            for (name, reason, key), n in cells.items():
                 p = parts.get(key)
                 if p is None:
                     p = self.part(w, key)
