@@ -1,9 +1,10 @@
 """The Faust application: agents, tables and the order in which results are made durable.
 
 Agents
-  * ``ingest_<family>``: one per input topic. Takes batches of raw records
-    (``take_events``), decodes them in bulk (``schemas.codec``), dead-letters what is bad,
-    and feeds the KPI engine (stage 1, ``streams.engine``).
+  * ``ingest_<family>``: one per input topic. Takes batches of raw records (``take_events``
+    of record bundles: one faust message per fetched run of a partition, ``streams.bundles``,
+    so faust's per-message machinery runs per bundle, not per record), decodes them in bulk
+    (``schemas.codec``), dead-letters what is bad, and feeds the KPI engine (stage 1, ``streams.engine``).
   * ``merge``: consumes stage-1 partial windows (one partition) and emits final records to
     ``cc.kpis`` (stage 2, ``streams.merge``).
   * a 1 s timer: the idle heartbeat (silence closes windows) and assignment changes.
@@ -37,6 +38,7 @@ from schemas.codec import EventDecoder, parse_watermark
 from schemas.events import EventBase
 from schemas.records import DeadLetter, DeadLetterReason
 from sinks.metrics import WorkerMetrics
+from streams.bundles import BundlingApp, records_of
 from streams.early_warning.detector import EarlyWarningDetector
 from streams.early_warning.rules import load_rules
 from streams.engine import KpiEngine, State
@@ -45,6 +47,10 @@ from streams.pipeline import expected_sources, final_record
 from streams.sources import EngineParams
 
 log = logging.getLogger("callpulse.worker")
+
+#: Records per bundle (one faust message; streams/bundles.py) and partial records per merge batch.
+BUNDLE_MAX = 500
+MERGE_BATCH = 1000
 
 #: (source message, original bytes, index in envelope, reason, error text)
 Letter = tuple[Any, bytes, int | None, DeadLetterReason, str]
@@ -139,8 +145,7 @@ class KpiWorker:
             now = time.time()
             dead: list[Letter] = []
             tally: Counter[tuple[str, str]] = Counter()  # (topic, outcome) -> events this batch
-            for ev in events:
-                msg = ev.message
+            for msg in (rec for ev in events for rec in records_of(ev.message)):
                 topic, p, offset = msg.topic, msg.partition, msg.offset
                 if p not in self.restored:
                     self._restore(p, now)
@@ -307,7 +312,8 @@ class KpiWorker:
                 self.detector.load_state([(k, v) for k, v in items if EarlyWarningDetector.owns(k)])
                 self.merger_loaded = True
             for ev in events:
-                self.merger.on_message(orjson.loads(ev.message.value))
+                for rec in records_of(ev.message):
+                    self.merger.on_message(orjson.loads(rec.value))
             finals = self.merger.finalize()
             variant = self.settings.sl_default_variant
             records = [final_record(fw, self.thresholds, variant) for fw in finals]
@@ -347,12 +353,17 @@ def tune_gc(settings: Settings) -> None:
 
 
 def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> tuple[faust.App, KpiWorker]:
-    app = faust.App(settings.app_id, **faust_settings(settings))
+    app = BundlingApp(settings.app_id, **faust_settings(settings))
     worker = KpiWorker(settings, app, metrics or WorkerMetrics(thresholds=settings.sl_thresholds_s))
+    # Input and partial records reach the agents in bundles of up to BUNDLE_MAX (streams/bundles.py);
+    # a batch takes enough bundles for about ``batch_max`` records.
+    app.bundle([*worker.input_topics, settings.topics.partials], BUNDLE_MAX)
+    ingest_bundles = max(1, -(-settings.batch_max // BUNDLE_MAX))
+    merge_bundles = max(1, MERGE_BATCH // BUNDLE_MAX)
 
     def ingest_agent(channel: Any) -> Any:
         async def ingest(stream: faust.StreamT) -> None:
-            async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            async for batch in stream.take_events(ingest_bundles, within=settings.batch_within_s):
                 await worker.process_batch(batch)
 
         return ingest
@@ -362,7 +373,7 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> tupl
 
     @app.agent(worker.partials, name="callpulse.merge")
     async def merge(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(1000, within=0.5):
+        async for batch in stream.take_events(merge_bundles, within=0.5):
             await worker.merge_batch(batch)
 
     @app.timer(1.0)
