@@ -1,8 +1,8 @@
 """The Faust application: agents, tables and the order in which results are made durable.
 
 Agents
-  * ``ingest_<family>``: one per input topic. Takes batches of raw records (``take_events``
-    of record bundles: one faust message per fetched run of a partition, ``streams.bundles``,
+  * ``ingest``: one agent over every input topic. Takes batches of raw records (``take_records``
+    of record bundles: one faust message per fetched run of a partition, ``streams.consumer``,
     so faust's per-message machinery runs per bundle, not per record), decodes them in bulk
     (``schemas.codec``), dead-letters what is bad, and feeds the KPI engine (stage 1, ``streams.engine``).
   * ``merge``: consumes stage-1 partial windows (one partition) and emits final records to
@@ -38,7 +38,7 @@ from schemas.codec import EventDecoder, parse_watermark
 from schemas.events import EventBase
 from schemas.records import DeadLetter, DeadLetterReason
 from sinks.metrics import WorkerMetrics
-from streams.bundles import BundlingApp, records_of
+from streams.consumer import CallpulseApp, records_of, take_records
 from streams.early_warning.detector import EarlyWarningDetector
 from streams.early_warning.rules import load_rules
 from streams.engine import KpiEngine, State
@@ -48,7 +48,7 @@ from streams.sources import EngineParams
 
 log = logging.getLogger("callpulse.worker")
 
-#: Records per bundle (one faust message; streams/bundles.py) and partial records per merge batch.
+#: Records per bundle (one faust message; streams/consumer.py) and partial records per merge batch.
 BUNDLE_MAX = 500
 MERGE_BATCH = 1000
 
@@ -98,8 +98,12 @@ class KpiWorker:
         self._records_seen = 0
 
         raw = {"key_serializer": "raw", "value_serializer": "raw"}
-        self.input_channels = {f: app.topic(t, partitions=settings.partitions, **raw) for f, t in inputs.items()}
-        self.partials = app.topic(settings.topics.partials, partitions=1, **raw)
+        # a channel queues bundles (streams/consumer.py): about four batches' worth of records
+        queued = {"maxsize": max(16, 4 * -(-settings.batch_max // BUNDLE_MAX))}
+        # one channel for every input topic: one agent, so a batch spans the topics and is
+        # persisted once (four agents took turns on the engine, each persisting its own batches)
+        self.inputs = app.topic(*inputs.values(), partitions=settings.partitions, **raw, **queued)
+        self.partials = app.topic(settings.topics.partials, partitions=1, **raw, **queued)
         json_schema = faust.Schema(key_serializer="json", value_serializer="json")
         self.state = app.Table("callpulse-state", partitions=settings.partitions, schema=json_schema)
         self.merge_state = app.Table("callpulse-merge", partitions=1, schema=json_schema)
@@ -145,33 +149,50 @@ class KpiWorker:
             now = time.time()
             dead: list[Letter] = []
             tally: Counter[tuple[str, str]] = Counter()  # (topic, outcome) -> events this batch
-            for msg in (rec for ev in events for rec in records_of(ev.message)):
-                topic, p, offset = msg.topic, msg.partition, msg.offset
-                if p not in self.restored:
-                    self._restore(p, now)
-                tally[(topic, "record")] += 1
-                src = self.engine.source(topic, p)
-                if offset <= src.upto:
-                    tally[(topic, "replayed")] += 1
-                    continue
-                wm = parse_watermark(msg.headers)
-                if wm is not None:
-                    self.engine.watermark(topic, p, offset, wm, now)
-                    continue
-                good, bad = self.decoders[topic].decode(msg.value, now)
-                for b in bad:
-                    dead.append((msg, b.raw, b.index, b.reason, b.error))
-                out = self.engine.record(topic, p, offset, good, now)
-                tally[(topic, "accepted")] += out.accepted
-                tally[(topic, "duplicate")] += out.duplicates
-                tally[(topic, "invalid")] += len(bad)
-                tally[(topic, "late")] += len(out.late)
-                if out.late:
-                    dead.extend(self._late_letters(msg, out.late))
+            for ev in events:
+                self._ingest(records_of(ev.message), now, dead, tally)
             self._count(tally)
             self.engine.settle()
             await self._persist(dead, now)
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    def _ingest(self, records: Sequence[Any], now: float, dead: list[Letter], tally: Counter[tuple[str, str]]) -> None:
+        """Feed one partition's run of records (a bundle, or one message) to its source."""
+        first = records[0]
+        topic, p = first.topic, first.partition
+        if p not in self.restored:
+            self._restore(p, now)
+        src = self.engine.source(topic, p)
+        decode = self.decoders[topic].decode
+        replayed = accepted = duplicates = invalid = late = 0
+        for msg in records:
+            offset = msg.offset
+            if offset <= src.upto:
+                replayed += 1
+                continue
+            wm = parse_watermark(msg.headers)
+            if wm is not None:
+                src.watermark(offset, wm, now)
+                continue
+            good, bad = decode(msg.value, now)
+            for b in bad:
+                dead.append((msg, b.raw, b.index, b.reason, b.error))
+            out = src.record(offset, good, now)
+            accepted += out.accepted
+            duplicates += out.duplicates
+            invalid += len(bad)
+            if out.late:
+                late += len(out.late)
+                dead.extend(self._late_letters(msg, out.late))
+        for outcome, n in (
+            ("record", len(records)),
+            ("replayed", replayed),
+            ("accepted", accepted),
+            ("duplicate", duplicates),
+            ("invalid", invalid),
+            ("late", late),
+        ):
+            tally[(topic, outcome)] += n
 
     def _count(self, tally: Counter[tuple[str, str]]) -> None:
         for (topic, outcome), n in tally.items():
@@ -353,27 +374,21 @@ def tune_gc(settings: Settings) -> None:
 
 
 def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> tuple[faust.App, KpiWorker]:
-    app = BundlingApp(settings.app_id, **faust_settings(settings))
+    app = CallpulseApp(settings.app_id, **faust_settings(settings))
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     worker = KpiWorker(settings, app, metrics or WorkerMetrics(thresholds=settings.sl_thresholds_s))
-    # Input and partial records reach the agents in bundles of up to BUNDLE_MAX (streams/bundles.py);
-    # a batch takes enough bundles for about ``batch_max`` records.
+    # Input and partial records reach the agents in bundles of up to BUNDLE_MAX (streams/consumer.py);
+    # a batch holds up to ``batch_max`` records, or what arrived within ``batch_within_s``.
     app.bundle([*worker.input_topics, settings.topics.partials], BUNDLE_MAX)
-    ingest_bundles = max(1, -(-settings.batch_max // BUNDLE_MAX))
-    merge_bundles = max(1, MERGE_BATCH // BUNDLE_MAX)
 
-    def ingest_agent(channel: Any) -> Any:
-        async def ingest(stream: faust.StreamT) -> None:
-            async for batch in stream.take_events(ingest_bundles, within=settings.batch_within_s):
-                await worker.process_batch(batch)
-
-        return ingest
-
-    for family, channel in worker.input_channels.items():
-        app.agent(channel, name=f"callpulse.ingest_{family}")(ingest_agent(channel))
+    @app.agent(worker.inputs, name="callpulse.ingest")
+    async def ingest(stream: faust.StreamT) -> None:
+        async for batch in take_records(stream, settings.batch_max, settings.batch_within_s):
+            await worker.process_batch(batch)
 
     @app.agent(worker.partials, name="callpulse.merge")
     async def merge(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(merge_bundles, within=0.5):
+        async for batch in take_records(stream, MERGE_BATCH, 0.5):
             await worker.merge_batch(batch)
 
     @app.timer(1.0)
