@@ -120,13 +120,32 @@ def produce_backlog(settings: Settings, evs: list, envelope: int, watermark: boo
     asyncio.run(produce())
 
 
-def follow_worker(port: int, total: int, timeout_s: float = 1200, quiet_s: float = 15) -> dict[str, float]:
+def consuming_since(*workers: WorkerProcess, timeout: float = 120) -> float:
+    """When the first of ``workers`` had its partitions (its log says so): the start of a
+    catch-up. Returns once every worker has them. (Until 2026-11-27 the clock started at the
+    first accepted events, i.e. after the first batch: that overstated the rates when the first
+    batch was a large share of the backlog.)"""
+    seen: dict[int, float] = {}
+    deadline = time.monotonic() + timeout
+    while len(seen) < len(workers):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"workers not ready after {timeout}s")
+        for i, w in enumerate(workers):
+            if i not in seen and w.log.exists() and w.READY[w.command] in w.log.read_text(errors="replace"):
+                seen[i] = time.perf_counter()
+        time.sleep(0.02)
+    return min(seen.values())
+
+
+def follow_worker(
+    port: int, total: int, start: float, timeout_s: float = 1200, quiet_s: float = 15
+) -> dict[str, float]:
     """Watch a worker's counters until it accepted ``total`` events and its final KPI records
-    stopped growing for ``quiet_s``. Two rates: stage 1 (events accepted per second, first to
-    last accepted event) and end to end (first accepted event to the last final KPI record out:
+    stopped growing for ``quiet_s``. Two rates, both from ``start`` (``consuming_since``): stage
+    1 (until the last event accepted) and end to end (until the last final KPI record is out:
     what a catch-up really takes; stage 2 emits in bursts, hence the quiet period)."""
-    first = last = last_record = None
-    at_first = final = records = 0.0
+    last = last_record = None
+    final = records = 0.0
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         time.sleep(0.25)
@@ -135,19 +154,17 @@ def follow_worker(port: int, total: int, timeout_s: float = 1200, quiet_s: float
         except OSError:
             continue
         now = time.perf_counter()
-        if first is None and m["accepted"] > 0:
-            first, at_first = now, m["accepted"]
         if m["accepted"] > final:
             final, last = m["accepted"], now
         if m["callpulse_kpi_records_total"] > records:
             records, last_record = m["callpulse_kpi_records_total"], now
         if final >= total * 0.99 and last is not None and now - max(last, last_record or 0) > quiet_s:
             break
-    span = (last or 0) - (first or 0)
-    e2e = (last_record or 0) - (first or 0)
+    span = (last or start) - start
+    e2e = (last_record or start) - start
     return {
         "events": final,
-        "events_per_s": (final - at_first) / span if span > 0 else float("nan"),
+        "events_per_s": final / span if span > 0 else float("nan"),
         "end_to_end_per_s": final / e2e if e2e > 0 else float("nan"),
         "kpi_records": records,
     }
@@ -168,7 +185,7 @@ def run_worker(evs: list, partitions: int, envelope: int, logs: Path) -> dict[st
         env = worker_env(broker.bootstrap, settings.app_id, partitions, port)
         worker = WorkerProcess(env, logs / f"worker-{envelope}.log").start()
         try:
-            result = follow_worker(port, len(evs))
+            result = follow_worker(port, len(evs), consuming_since(worker))
             rss = peak_rss_mib(worker.proc.pid)  # type: ignore[union-attr]
         finally:
             worker.stop()

@@ -40,7 +40,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_kpi_engine import events, follow_worker, peak_rss_mib, produce_backlog, scrape, worker_env  # noqa: E402
+from bench_kpi_engine import consuming_since, events, follow_worker, peak_rss_mib, produce_backlog, scrape, worker_env  # noqa: E402
 
 from callpulse.config import Settings, Topics  # noqa: E402
 from callpulse.embedded import EmbeddedBroker, free_port  # noqa: E402
@@ -73,7 +73,7 @@ def run_callpulse(broker: EmbeddedBroker, topics: Topics, total: int, partitions
     worker = WorkerProcess(env, logs / f"worker-{tag}.log").start()
     sink = WorkerProcess(env, logs / f"sink-{tag}.log", command="sink").start()
     try:
-        result = follow_worker(port, total)
+        result = follow_worker(port, total, consuming_since(worker))
         pid = worker.proc.pid  # type: ignore[union-attr]
         rss, cpu = peak_rss_mib(pid), cpu_s(pid)
     finally:

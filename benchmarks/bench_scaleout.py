@@ -5,7 +5,7 @@
 Kafka spreads the input partitions over the workers (faust co-assigns partition p of every
 input topic); the merge stage (one partition) runs in one of them. Measured like
 ``bench_kpi_engine``: stage 1 (events accepted per second, summed over the workers) and end to
-end (first accepted event to the last final KPI record out).
+end (from the first worker having its partitions to the last final KPI record out).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_kpi_engine import events, peak_rss_mib, produce_backlog, scrape, worker_env  # noqa: E402
+from bench_kpi_engine import consuming_since, events, peak_rss_mib, produce_backlog, scrape, worker_env  # noqa: E402
 
 from callpulse.config import Settings  # noqa: E402
 from callpulse.embedded import EmbeddedBroker, free_port  # noqa: E402
@@ -36,9 +36,8 @@ def run(evs: list, workers: int, partitions: int, envelope: int, logs: Path) -> 
             env = worker_env(broker.bootstrap, s.app_id, partitions, port)
             procs.append(WorkerProcess(env, logs / f"worker-{workers}-{i}.log").start())
         try:
-            for p in procs:
-                p.wait_ready()  # every member joined before the backlog is split
-            first = last = last_record = None
+            first = consuming_since(*procs)  # the first member's start; every member joined
+            last = last_record = None
             accepted = records = 0.0
             deadline = time.monotonic() + 1200
             while time.monotonic() < deadline:
@@ -50,8 +49,6 @@ def run(evs: list, workers: int, partitions: int, envelope: int, logs: Path) -> 
                 now = time.perf_counter()
                 a = sum(m["accepted"] for m in ms)
                 k = sum(m["callpulse_kpi_records_total"] for m in ms)
-                if first is None and a > 0:
-                    first = now
                 if a > accepted:
                     accepted, last = a, now
                 if k > records:
@@ -64,8 +61,8 @@ def run(evs: list, workers: int, partitions: int, envelope: int, logs: Path) -> 
                 p.stop()
     return {
         "accepted": accepted,
-        "stage1_per_s": accepted / ((last or 0) - (first or 0)) if last and first and last > first else float("nan"),
-        "end_to_end_per_s": accepted / ((last_record or 0) - (first or 0)) if last_record and first else float("nan"),
+        "stage1_per_s": accepted / (last - first) if last and last > first else float("nan"),
+        "end_to_end_per_s": accepted / (last_record - first) if last_record and last_record > first else float("nan"),
         "kpi_records": records,
         "peak_rss_mib": rss,
     }

@@ -101,7 +101,8 @@ class ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
 
 
 class BundlingConsumer(aiokafka_driver.Consumer):
-    """faust's aiokafka consumer, with the app's bulk topics fetched as bundles."""
+    """faust's aiokafka consumer, with the app's bulk topics fetched as bundles and the app's
+    fetch wait."""
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
