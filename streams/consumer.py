@@ -96,6 +96,8 @@ class ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # faust passes a fixed 1500; the fetcher reads this attribute when the consumer starts
+        if not hasattr(consumer, "_fetch_max_wait_ms"):
+            raise RuntimeError("this aiokafka has no _fetch_max_wait_ms: CALLPULSE_FETCH_MAX_WAIT_MS cannot apply")
         consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", 1500)
         return consumer
 

@@ -13,8 +13,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from callpulse.config import Settings
 from callpulse.simulator import SimConfig, simulate
 from schemas.events import entity_key
+from streams.app import create_app
 from streams.consumer import RecordBundle, bundle, records_of
 from streams.kafka import EventProducer, client_kwargs
 from streams.partitioning import partition_for
@@ -35,6 +37,22 @@ def test_a_partitions_fetched_records_become_bundles_of_at_most_the_limit() -> N
     assert records_of(SimpleNamespace(value=stand_ins[2].value)) == records[10:]
     plain = SimpleNamespace(value=b"{}")
     assert records_of(plain) == (plain,)  # a message that is not a bundle stands for itself
+
+
+def test_the_worker_reads_its_topics_in_bundles_with_the_configured_fetch_wait() -> None:
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", fetch_max_wait_ms=321)  # never connects
+    app, _ = create_app(settings)
+    assert app.bundle_topics == {*settings.topics.inputs().values(), settings.topics.partials}
+    assert not any("changelog" in t for t in app.bundle_topics)  # table recovery reads records one by one
+
+    async def created() -> Any:
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        try:
+            return consumer._fetch_max_wait_ms  # what aiokafka's fetcher will use
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(created()) == 321  # faust's own would be 1500
 
 
 async def committed(settings: Any, group: str, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
