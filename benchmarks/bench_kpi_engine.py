@@ -131,7 +131,7 @@ def consuming_since(*workers: WorkerProcess, timeout: float = 120) -> float:
         if time.monotonic() > deadline:
             raise TimeoutError(f"workers not ready after {timeout}s")
         for i, w in enumerate(workers):
-            if i not in seen and w.log.exists() and w.READY[w.command] in w.log.read_text(errors="replace"):
+            if i not in seen and w.is_ready():
                 seen[i] = time.perf_counter()
         time.sleep(0.02)
     return min(seen.values())

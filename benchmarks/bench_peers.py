@@ -128,12 +128,13 @@ def retime(items: list, rate: float) -> list:
     out = []
     for family, e in items:
         ts = e.ts.timestamp()
+        at_ts = offset(ts)
         update: dict[str, Any] = {}
         for name, value in e:
             if isinstance(value, datetime):
                 update[name] = t0 + timedelta(seconds=offset(value.timestamp()))
             elif name.endswith("_seconds") and value is not None:
-                update[name] = max(0.0, offset(ts) - offset(ts - value))
+                update[name] = max(0.0, at_ts - offset(ts - value))
         out.append((family, e.model_copy(update=update)))
     return out
 

@@ -38,7 +38,7 @@ from schemas.codec import EventDecoder, parse_watermark
 from schemas.events import EventBase
 from schemas.records import DeadLetter, DeadLetterReason
 from sinks.metrics import WorkerMetrics
-from streams.consumer import CallpulseApp, records_of, take_records
+from streams.consumer import BUNDLE_MAX, CallpulseApp, records_of, take_records
 from streams.early_warning.detector import EarlyWarningDetector
 from streams.early_warning.rules import load_rules
 from streams.engine import KpiEngine, State
@@ -48,8 +48,7 @@ from streams.sources import EngineParams
 
 log = logging.getLogger("callpulse.worker")
 
-#: Records per bundle (one faust message; streams/consumer.py) and partial records per merge batch.
-BUNDLE_MAX = 500
+#: Partial records per merge batch.
 MERGE_BATCH = 1000
 
 #: (source message, original bytes, index in envelope, reason, error text)
@@ -375,11 +374,10 @@ def tune_gc(settings: Settings) -> None:
 
 def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> tuple[faust.App, KpiWorker]:
     app = CallpulseApp(settings.app_id, **faust_settings(settings))
-    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     worker = KpiWorker(settings, app, metrics or WorkerMetrics(thresholds=settings.sl_thresholds_s))
     # Input and partial records reach the agents in bundles of up to BUNDLE_MAX (streams/consumer.py);
     # a batch holds up to ``batch_max`` records, or what arrived within ``batch_within_s``.
-    app.bundle([*worker.input_topics, settings.topics.partials], BUNDLE_MAX)
+    app.configure_consumer([*worker.input_topics, settings.topics.partials], settings.fetch_max_wait_ms)
 
     @app.agent(worker.inputs, name="callpulse.ingest")
     async def ingest(stream: faust.StreamT) -> None:

@@ -41,6 +41,9 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from mode.utils.aiter import aiter
 from mode.utils.futures import notify
 
+#: Records per bundle at most (a fetch may return more for one partition).
+BUNDLE_MAX = 500
+
 
 class RecordBundle:
     """The records of one partition from one fetch, in offset order."""
@@ -98,7 +101,7 @@ class ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         # faust passes a fixed 1500; the fetcher reads this attribute when the consumer starts
         if not hasattr(consumer, "_fetch_max_wait_ms"):
             raise RuntimeError("this aiokafka has no _fetch_max_wait_ms: CALLPULSE_FETCH_MAX_WAIT_MS cannot apply")
-        consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", 1500)
+        consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms
         return consumer
 
 
@@ -111,10 +114,9 @@ class BundlingConsumer(aiokafka_driver.Consumer):
 
     async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
         records, active = await super()._wait_next_records(timeout)
-        topics: frozenset[str] = getattr(self.app, "bundle_topics", frozenset())
-        limit: int = getattr(self.app, "bundle_max", 500)
+        topics = self.app.bundle_topics
         if records and topics:
-            records = {tp: (bundle(rs, limit) if tp.topic in topics and rs else rs) for tp, rs in records.items()}
+            records = {tp: (bundle(rs, BUNDLE_MAX) if tp.topic in topics and rs else rs) for tp, rs in records.items()}
         return records, active
 
 
@@ -124,15 +126,14 @@ class BundlingTransport(aiokafka_driver.Transport):
 
 class CallpulseApp(faust.App):
     """A faust app whose consumer bundles the records of ``bundle_topics`` and waits at most
-    ``fetch_max_wait_ms`` per fetch (both set before start)."""
+    ``fetch_max_wait_ms`` per fetch (``configure_consumer``, before start)."""
 
     bundle_topics: frozenset[str] = frozenset()
-    bundle_max: int = 500
-    fetch_max_wait_ms: int = 1500
+    fetch_max_wait_ms: int = 1500  # faust's own
 
-    def bundle(self, topics: Iterable[str], limit: int) -> None:
-        self.bundle_topics = frozenset(topics)
-        self.bundle_max = max(1, limit)
+    def configure_consumer(self, bundle_topics: Iterable[str], fetch_max_wait_ms: int) -> None:
+        self.bundle_topics = frozenset(bundle_topics)
+        self.fetch_max_wait_ms = fetch_max_wait_ms
 
     def _new_transport(self) -> Any:
         url = self.conf.broker_consumer[0]

@@ -146,12 +146,10 @@ class WorkerProcess:
     def wait_ready(self, timeout: float = 90.0) -> None:
         """Until the worker has been assigned partitions and restored their state (a sink: has
         connected to ClickHouse and applied the migrations)."""
-        marker = self.READY[self.command]
-        wait_until(
-            lambda: self.log.exists() and marker in self.log.read_text(errors="replace"),
-            timeout,
-            what=f"{self.command} ready ({self.log})",
-        )
+        wait_until(self.is_ready, timeout, what=f"{self.command} ready ({self.log})")
+
+    def is_ready(self) -> bool:
+        return self.log.exists() and self.READY[self.command] in self.log.read_text(errors="replace")
 
     def rss_bytes(self) -> int:
         """Resident memory of the process (Linux /proc)."""
