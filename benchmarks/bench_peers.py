@@ -253,6 +253,7 @@ def main() -> None:
         "the throughput issue's 10,000",
     )
     ap.add_argument("--latency-seconds", type=float, default=30)
+    ap.add_argument("--latency-runs", type=int, default=3, help="runs per latency rate (median and each run printed)")
     ap.add_argument(
         "--latency-time",
         choices=["live", "replay"],
@@ -274,8 +275,9 @@ def main() -> None:
     if asked and max(asked) * args.latency_seconds > len(evs):  # enough events for the fastest rate
         evs = events(int(max(asked) * args.latency_seconds))
     for rate in asked:
-        print(f"latency at {rate:.0f} events/s offered", file=sys.stderr)
-        lats.append((rate, latency(evs, rate, args.latency_seconds, args.partitions, logs, args.latency_time)))
+        for r in range(args.latency_runs):
+            print(f"latency at {rate:.0f} events/s offered, run {r + 1}/{args.latency_runs}", file=sys.stderr)
+            lats.append((rate, latency(evs, rate, args.latency_seconds, args.partitions, logs, args.latency_time)))
     names = list(runs[0]) if runs else []
     median = {n: statistics.median(r[n]["events_per_s"] for r in runs) for n in names}
     print(f"\n{'contender':42} {'events/s (median)':>18} {'runs':>24} {'CPU s':>7} {'peak RSS MiB':>13}")
@@ -295,14 +297,23 @@ def main() -> None:
             print(f"{o}: {ratios}")
     if lats:
         print()
-    for rate, lat in lats:
-        p50, p99 = lat["p50_s"], lat["p99_s"]
-        print(
-            f"event-to-state latency, callpulse worker, {rate:.0f} events/s asked, {lat['rate']:.0f} offered "
-            f"(envelopes of 50, event time {args.latency_time}): "
-            + (f"p50 {p50:.2f} s, p99 {p99:.2f} s" if p50 is not None else "n/a")
-            + (f", max {lat['max_s']:.2f} s" if lat["max_s"] is not None else "")
-        )
+    for rate in asked:
+        mine = [lat for r, lat in lats if r == rate]
+        measured = [lat for lat in mine if lat["p50_s"] is not None]
+        for lat in mine:
+            p50, p99 = lat["p50_s"], lat["p99_s"]
+            print(
+                f"event-to-state latency, callpulse worker, {rate:.0f} events/s asked, {lat['rate']:.0f} offered "
+                f"(envelopes of 50, event time {args.latency_time}): "
+                + (f"p50 {p50:.2f} s, p99 {p99:.2f} s, max {lat['max_s']:.2f} s" if p50 is not None else "n/a")
+            )
+        if measured:
+            print(
+                f"  median of {len(measured)} runs at {rate:.0f} events/s: "
+                f"p50 {statistics.median(lat['p50_s'] for lat in measured):.2f} s, "
+                f"p99 {statistics.median(lat['p99_s'] for lat in measured):.2f} s "
+                f"(worst p99 {max(lat['p99_s'] for lat in measured):.2f} s)"
+            )
 
 
 if __name__ == "__main__":

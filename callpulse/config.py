@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     app_id: str = "callpulse"
     session_timeout_s: float = 10.0
     batch_max: int = Field(default=2000, ge=1, description="records per processing batch")
-    batch_within_s: float = Field(default=0.2, gt=0, description="longest a batch waits to fill")
+    batch_within_s: float = Field(default=0.1, gt=0, description="longest a batch waits to fill")
     fetch_max_wait_ms: int = Field(
         default=500, ge=1, description="longest a fetch waits at the broker for new records (faust fixes 1,500)"
     )

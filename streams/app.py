@@ -236,7 +236,7 @@ class KpiWorker:
         for m in drained.messages:
             await self._send(self.settings.topics.partials, m["source"].encode(), orjson.dumps(m))
         await self.app.producer.flush()
-        for entries in (drained.windows, drained.facts, drained.metas):
+        for entries in drained.groups():
             if entries:
                 await self._write(self.state, entries)
                 await self.app.producer.flush()

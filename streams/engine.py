@@ -2,7 +2,7 @@
 
 ``KpiEngine`` is pure: the Faust agent (``streams/app.py``) feeds it records, asks it to
 ``drain`` what a batch produced, and writes that to Kafka in the order the crash-safety
-argument in ``streams/sources.py`` needs: messages, windows, facts, meta.
+argument in ``streams/sources.py`` needs (``Drained.groups``).
 """
 
 from __future__ import annotations
@@ -22,9 +22,15 @@ class Drained:
     """Everything one batch produced, in the order it must be made durable."""
 
     messages: list[dict[str, Any]] = field(default_factory=list)
+    chunks: dict[tuple[int, str], State] = field(default_factory=dict)  # before the windows naming them
     windows: dict[tuple[int, str], State] = field(default_factory=dict)  # (partition, key) -> value
     facts: dict[tuple[int, str], State] = field(default_factory=dict)
     metas: dict[tuple[int, str], State] = field(default_factory=dict)
+    garbage: dict[tuple[int, str], State] = field(default_factory=dict)  # tombstones, once nothing needs them
+
+    def groups(self) -> tuple[dict[tuple[int, str], State], ...]:
+        """Table entries in the order they must become durable, each group before the next."""
+        return (self.chunks, self.windows, self.facts, self.metas, self.garbage)
 
 
 def state_key(source: Source, kind: str, name: str | int = "") -> str:
@@ -105,16 +111,35 @@ class KpiEngine:
             src.messages = []
             for start in src.dirty_windows:
                 key = (p, state_key(src, "w", start))
-                if start in src.windows:
-                    out.windows[key] = {**src.windows[start].to_state(), "_u": u}
+                w = src.windows.get(start)
+                if w is not None:
+                    number = w.chunks
+                    chunk = w.next_chunk()
+                    if chunk is not None:
+                        name = f"{start}:{number}"
+                        out.chunks[(p, state_key(src, "x", name))] = {**chunk, "_u": u}
+                        src.gone_chunks.discard(name)
+                    out.windows[key] = {**w.to_state(), "_u": u}
                 elif start in src.markers:
                     out.windows[key] = {"closed": True, "_u": src.markers[start]}
             for start in src.gone_markers:
                 out.windows[(p, state_key(src, "w", start))] = None
+            for name in src.gone_chunks:  # after the windows' markers: a crash between keeps them
+                out.garbage[(p, state_key(src, "x", name))] = None
+            if src.new_ids:  # counted on restore only once the meta says its batch is durable
+                newest = max(ts for _, _, ts in src.new_ids)
+                out.chunks[(p, state_key(src, "d", u))] = {"ids": src.new_ids, "_u": u}
+                src.id_logs.append((u, newest, src.new_ids))
+                src.new_ids = []
+                src.gone_logs.discard(u)
+            for log in src.gone_logs:
+                out.garbage[(p, state_key(src, "d", log))] = None
             for name in src.dirty_facts:
                 f = src.facts.get(name)
                 if f is not None:
-                    out.facts[(p, state_key(src, "f", name))] = {**f, "seen": dict(f["seen"]), "_u": u}
+                    fact = {**f, "_u": u}
+                    del fact["seen"]  # in the dedup logs
+                    out.facts[(p, state_key(src, "f", name))] = fact
             for name in src.gone_facts:
                 out.facts[(p, state_key(src, "f", name))] = None
             if src.meta_dirty:
@@ -125,7 +150,7 @@ class KpiEngine:
                     "emitted": src.emitted,
                     "upto": src.upto,
                 }
-            src.dirty_windows, src.gone_markers = set(), set()
+            src.dirty_windows, src.gone_markers, src.gone_chunks, src.gone_logs = set(), set(), set(), set()
             src.dirty_facts, src.gone_facts = set(), set()
             src.meta_dirty = False
             if src.guard_facts or src.guard_windows:
@@ -148,7 +173,11 @@ class KpiEngine:
             count += 1
         for topic, entries in by_source.items():
             src = self.source(topic, partition)
-            for kind, _name, value in entries:
+            chunks: dict[int, dict[int, Any]] = {}  # window start -> number -> chunk
+            for kind, name, value in entries:
+                if kind == "x":
+                    start, number = name.split(":")
+                    chunks.setdefault(int(start), {})[int(number)] = value
                 if kind == "m":
                     src.st, src.closed, src.emitted = value["st"], value["closed"], value["emitted"]
                     src.upto = src.cur = value["upto"]
@@ -160,13 +189,27 @@ class KpiEngine:
                     if value.get("closed"):
                         src.markers[start] = u
                     else:
-                        src.windows[start] = OpenWindow.from_state(start, value, src.n)
+                        src.windows[start] = OpenWindow.from_state(start, value, src.n, chunks.get(start, {}))
                     if u > src.upto:
                         src.guard_windows[start] = u
                 elif kind == "f":
                     f = {k: v for k, v in value.items() if k != "_u"}
+                    f["seen"] = dict(f.get("seen") or {})  # inline in entries older than the logs
                     src.facts[name] = f
                     if u > src.upto:
                         src.guard_facts[name] = u
+            logs = sorted((int(name), value["ids"]) for kind, name, value in entries if kind == "d")
+            for u, ids in logs:
+                if u > src.upto:  # its batch was in flight: the replay logs its ids again
+                    src.gone_logs.add(u)
+                    continue
+                for key, event_id, ts in ids:
+                    f = src.facts.get(key)
+                    if f is not None:
+                        f["seen"][event_id] = ts
+                src.id_logs.append((u, max(ts for _, _, ts in ids), ids))
+            for start, numbered in chunks.items():  # chunks of closed windows, or never counted
+                w = src.windows.get(start)
+                src.gone_chunks.update(f"{start}:{i}" for i in numbered if w is None or i >= w.chunks)
             src.loaded()
         return count

@@ -15,13 +15,15 @@ Closed windows leave as partial messages for the merger (stage 2), which adds up
 
 Crash safety (at-least-once input): each persisted entry remembers the offset of the last
 record applied to it (``_u``). The worker persists in dependency order - partial messages, then
-windows, then facts, then the source meta - so after a crash, a replayed record whose entity
-facts already include it is skipped whole, and a window that already includes it is not added
-to twice. The meta's ``upto`` marks records whose every effect is durable: they are skipped.
+window chunks, windows, facts, the source meta, and last the tombstones of chunks no longer
+needed (``Drained.groups``) - so after a crash, a replayed record whose entity facts already
+include it is skipped whole, and a window that already includes it is not added to twice. The
+meta's ``upto`` marks records whose every effect is durable: they are skipped.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,29 +86,96 @@ class EngineParams:
 
 
 class OpenWindow:
-    """A base window of one source still accepting events."""
+    """A base window of one source still accepting events.
 
-    __slots__ = ("firsts", "parts", "pending", "start")
+    ``firsts`` and ``pending`` only grow while the window is open (a busy minute holds thousands
+    of them), so they are persisted as append-only *chunks*, one per batch that added to them,
+    instead of being rewritten whole with the window after every batch. The window's own entry
+    (its partials) names how many chunks belong to it: a chunk written by a batch whose window
+    entry never became durable is not counted, and is rewritten when its records are replayed.
+    """
+
+    __slots__ = (
+        "chunks",
+        "firsts",
+        "parts",
+        "pending",
+        "saved_firsts",
+        "saved_parts",
+        "saved_pending",
+        "start",
+        "touched",
+    )
 
     def __init__(self, start: int) -> None:
         self.start = start
         self.parts: dict[str, KpiPartial] = {}
+        # the serialised form of each partial as last persisted, and the keys changed since:
+        # a batch re-serialises only those (a minute of a busy center has hundreds of partials)
+        self.saved_parts: dict[str, dict[str, Any]] = {}
+        self.touched: set[str] = set()
         self.firsts: list[list[Any]] = []  # first contacts / tickets, for repeat detection
         self.pending: list[list[Any]] = []  # surveys waiting for the contact join
+        self.chunks = 0  # chunks persisted so far
+        self.saved_firsts = 0  # items of ``firsts`` / ``pending`` in those chunks
+        self.saved_pending = 0
+
+    def next_chunk(self) -> dict[str, Any] | None:
+        """What this window gained since its last chunk (None if nothing): call before
+        ``to_state``, which then counts it."""
+        firsts, pending = self.firsts[self.saved_firsts :], self.pending[self.saved_pending :]
+        if not firsts and not pending:
+            return None
+        self.saved_firsts, self.saved_pending = len(self.firsts), len(self.pending)
+        self.chunks += 1
+        return {"firsts": firsts, "pending": pending}
+
+    def part(self, key: str, n: int) -> KpiPartial:
+        """The partial of dimension ``key``, to be changed (created if new)."""
+        self.touched.add(key)
+        p = self.parts.get(key)
+        if p is None:
+            p = self.parts[key] = KpiPartial(n)
+        return p
+
+    def parts_of(self, keys: tuple[str, ...], n: int) -> list[KpiPartial]:
+        """``part`` for several keys (an event updates every dimension it belongs to)."""
+        self.touched.update(keys)
+        parts = self.parts
+        out = []
+        for key in keys:
+            p = parts.get(key)
+            if p is None:
+                p = parts[key] = KpiPartial(n)
+            out.append(p)
+        return out
 
     def to_state(self) -> dict[str, Any]:
-        return {
-            "parts": {k: p.to_dict() for k, p in self.parts.items()},
-            "firsts": self.firsts,
-            "pending": self.pending,
-        }
+        saved = self.saved_parts
+        for key in self.touched:
+            saved[key] = self.parts[key].to_dict()
+        self.touched = set()
+        # a copy: the table keeps this value while the window changes on
+        return {"parts": dict(saved), "chunks": self.chunks}
 
     @classmethod
-    def from_state(cls, start: int, data: dict[str, Any], n: int) -> OpenWindow:
+    def from_state(cls, start: int, data: dict[str, Any], n: int, chunks: dict[int, Any]) -> OpenWindow:
+        """Rebuild from the window's entry and its chunks by number (extra ones are ignored).
+        Entries written before chunks existed hold ``firsts`` and ``pending`` inline."""
         w = cls(start)
-        w.parts = {k: KpiPartial.from_dict(v, n) for k, v in data.get("parts", {}).items()}
-        w.firsts = data.get("firsts", [])
-        w.pending = data.get("pending", [])
+        w.saved_parts = dict(data.get("parts", {}))
+        w.parts = {k: KpiPartial.from_dict(v, n) for k, v in w.saved_parts.items()}
+        w.firsts = list(data.get("firsts", []))
+        w.pending = list(data.get("pending", []))
+        w.chunks = data.get("chunks", 0)
+        for i in range(w.chunks):
+            if i not in chunks:
+                raise RuntimeError(f"window {start}: chunk {i} of {w.chunks} is missing from the state table")
+            w.firsts.extend(chunks[i]["firsts"])
+            w.pending.extend(chunks[i]["pending"])
+        w.saved_firsts, w.saved_pending = len(w.firsts), len(w.pending)
+        if "chunks" not in data:
+            w.saved_firsts = w.saved_pending = 0  # inline lists go to the first chunk
         return w
 
 
@@ -148,6 +217,12 @@ class Source:
         self.dirty_facts: set[str] = set()
         self.gone_facts: set[str] = set()
         self.gone_markers: set[int] = set()
+        self.gone_chunks: set[str] = set()  # "start:number" of chunks no window needs any more
+        # de-duplication: event ids are remembered in the entity's facts (``seen``), and persisted
+        # in one append-only log per batch (not with the facts, which would rewrite them all)
+        self.new_ids: list[list[Any]] = []  # [entity key, event id, ts] since the last log
+        self.id_logs: deque[tuple[int, float, list[list[Any]]]] = deque()  # (offset, newest ts, ids)
+        self.gone_logs: set[int] = set()
         self.guard_windows: dict[int, int] = {}
         self.guard_facts: dict[str, int] = {}
         self.messages: list[dict[str, Any]] = []
@@ -173,6 +248,11 @@ class Source:
                 continue
             key = self.entity_key(e)
             if self.guard_facts.get(key, -1) >= offset:
+                # applied before a crash, but its id was in a dedup log never counted: remember it
+                guarded = self.facts.get(key)
+                if guarded is not None:
+                    guarded["seen"][e.event_id] = ts
+                    self.new_ids.append([key, e.event_id, ts])
                 out.skipped += 1
                 continue
             f = self.facts.get(key)
@@ -185,6 +265,7 @@ class Source:
                 out.duplicates += 1
                 continue
             seen[e.event_id] = ts
+            self.new_ids.append([key, e.event_id, ts])
             if ts > f["last"]:
                 f["last"] = ts
             self.dirty_facts.add(key)
@@ -242,6 +323,7 @@ class Source:
             self.on_close(self.closed, boundary)
             self.closed = boundary
             self.emit_until(self.emit_target())
+            self.forget_ids(boundary)
             if self._pruned_at is None or boundary - self._pruned_at >= 3600:
                 self.prune(boundary)
 
@@ -254,6 +336,7 @@ class Source:
             return
         for start in sorted(w for w in self.windows if w + self.p.base <= target):
             window = self.windows.pop(start)
+            self.gone_chunks.update(f"{start}:{i}" for i in range(window.chunks))
             self.finish_window(window)
             self.messages.append(self.window_message(window))
             self.markers[start] = self.cur
@@ -291,12 +374,6 @@ class Source:
             keys = self._dim_cache[pairs] = (ALL, *(dimkey(d, v) for d, v in pairs if v))
         return keys
 
-    def part(self, w: OpenWindow, key: str) -> KpiPartial:
-        p = w.parts.get(key)
-        if p is None:
-            p = w.parts[key] = KpiPartial(self.n)
-        return p
-
     def prune(self, boundary: int) -> None:
         """Forget entities idle for the retention period, and old closed-window markers."""
         self._pruned_at = boundary
@@ -305,17 +382,22 @@ class Source:
             del self.facts[key]
             self.dirty_facts.discard(key)
             self.gone_facts.add(key)
-        seen_cutoff = boundary - self.p.dedup_horizon - self.p.base
-        for key, f in self.facts.items():
-            if len(f["seen"]) > 64:
-                old = [i for i, t in f["seen"].items() if t < seen_cutoff]
-                if old:
-                    for i in old:
-                        del f["seen"][i]
-                    self.dirty_facts.add(key)
         for start in [s for s in self.markers if s < boundary - 3600]:
             del self.markers[start]
             self.gone_markers.add(start)
+
+    def forget_ids(self, boundary: int) -> None:
+        """Drop the dedup logs (and their ids) older than the dedup horizon: an event that old
+        is in a closed window, so a re-delivery of it is late before it could be a duplicate."""
+        cutoff = boundary - self.p.dedup_horizon - self.p.base
+        logs = self.id_logs
+        while logs and logs[0][1] < cutoff:
+            u, _, ids = logs.popleft()
+            for key, event_id, ts in ids:
+                f = self.facts.get(key)
+                if f is not None and f["seen"].get(event_id) == ts:
+                    del f["seen"][event_id]
+            self.gone_logs.add(u)
 
     # -- family hooks --------------------------------------------------------------------------
     def entity_key(self, e: Any) -> str:
@@ -405,7 +487,7 @@ class CallsSource(Source):
             return
         second = int(ts) - w.start
         for key in f["dims"]:
-            self.part(w, key).add_level(level, second, delta)
+            w.part(key, self.n).add_level(level, second, delta)
 
     def _event_dims(self, e: CallEvent) -> tuple[str, ...]:
         return self.dims(("queue", e.queue), ("channel", e.channel.value), ("business_type", e.business_type))
@@ -414,7 +496,7 @@ class CallsSource(Source):
         kind = e.kind
         w = self.window(ts)
         dims = self._event_dims(e)
-        parts = [self.part(w, k) for k in dims] if w is not None else []
+        parts = w.parts_of(dims, self.n) if w is not None else []
         if kind is CallEventKind.offered:
             for p in parts:
                 p.offered += 1
@@ -457,7 +539,7 @@ class CallsSource(Source):
         elif kind is CallEventKind.ended:
             talk, hold, acw = e.talk_seconds or 0.0, e.hold_seconds or 0.0, e.acw_seconds or 0.0
             if w is not None and e.agent_id:
-                parts.append(self.part(w, dimkey("agent", e.agent_id)))
+                parts.append(w.part(dimkey("agent", e.agent_id), self.n))
             for p in parts:
                 p.handled += 1
                 p.talk_sum += talk
@@ -471,7 +553,7 @@ class CallsSource(Source):
                 p.transferred += 1
         elif kind is CallEventKind.ring_no_answer:
             if w is not None and e.agent_id:
-                parts.append(self.part(w, dimkey("agent", e.agent_id)))
+                parts.append(w.part(dimkey("agent", e.agent_id), self.n))
             for p in parts:
                 p.rona += 1
 
@@ -498,7 +580,7 @@ class CallsSource(Source):
             w = self.window(deadline)
             if w is not None:
                 for key in f["dims"]:
-                    self.part(w, key).orphaned += 1
+                    w.part(key, self.n).orphaned += 1
             f["orphan"] = True
             self._terminate(f, cid, deadline)
             self.dirty_facts.add(cid)
@@ -595,11 +677,12 @@ class AgentsSource(Source):
             w = self.window(wstart)
             if w is None:
                 continue
-            parts = w.parts
+            parts, touched = w.parts, w.touched
             for (name, reason, key), n in cells.items():
                 p = parts.get(key)
                 if p is None:
-                    p = self.part(w, key)
+                    p = w.part(key, self.n)
+                touched.add(key)
                 total = n * secs
                 setattr(p, name, getattr(p, name) + total)
                 if reason is not None:
@@ -716,12 +799,12 @@ class TicketsSource(Source):
     def _backlog(self, f: dict[str, Any], w: OpenWindow | None, ts: float, delta: int) -> None:
         if w is not None:
             for key in f["dims"]:
-                self.part(w, key).add_level("backlog", int(ts) - w.start, delta)
+                w.part(key, self.n).add_level("backlog", int(ts) - w.start, delta)
 
     def apply(self, e: TicketEvent, ts: float, f: dict[str, Any]) -> None:
         w = self.window(ts)
         dims = self._event_dims(e)
-        parts = [self.part(w, k) for k in dims] if w is not None else []
+        parts = w.parts_of(dims, self.n) if w is not None else []
         kind = e.kind
         age = ts - e.created_at.timestamp()
         if kind is TicketEventKind.created:
@@ -788,7 +871,7 @@ class SurveysSource(Source):
             ("agent", e.agent_id),
         )
         for key in dims:
-            p = self.part(w, key)
+            p = w.part(key, self.n)
             p.survey_responses += 1
             if e.csat is not None:
                 p.csat_n += 1
@@ -829,7 +912,7 @@ class SurveysSource(Source):
                     wait = cf["wait"]
             bucket = wait_bucket(wait)
             for key in dims:
-                self.part(w, key).add_csat_wait(bucket, csat)
+                w.part(key, self.n).add_csat_wait(bucket, csat)
         w.pending = []
 
 
