@@ -71,6 +71,12 @@ class Settings(BaseSettings):
         ge=0,
         description="allocations between young-generation garbage collections (Python's default 700; 0 keeps it)",
     )
+    gc_full_every_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="the worker freezes its state out of the garbage collector after each batch and runs a full "
+        "collection this often (0: no freezing, Python's generations alone)",
+    )
 
     # ClickHouse
     clickhouse_dsn: str | None = Field(default=None, description="clickhouse://...; empty = embedded chdb")

@@ -95,6 +95,7 @@ class KpiWorker:
         self.merger_loaded = False
         self._last_report = 0.0
         self._records_seen = 0
+        self.gc = BatchGc(settings.gc_full_every_s)
 
         raw = {"key_serializer": "raw", "value_serializer": "raw"}
         # a channel queues bundles (streams/consumer.py): about four batches' worth of records
@@ -153,6 +154,7 @@ class KpiWorker:
             self._count(tally)
             self.engine.settle()
             await self._persist(dead, now)
+            self.gc.after_batch()
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     def _ingest(self, records: Sequence[Any], now: float, dead: list[Letter], tally: Counter[tuple[str, str]]) -> None:
@@ -358,6 +360,7 @@ class KpiWorker:
             await self.app.producer.flush()
             await self._write(self.merge_state, {(0, "meta"): meta})
             await self.app.producer.flush()
+            self.gc.after_batch()
 
 
 def tune_gc(settings: Settings) -> None:
@@ -370,6 +373,43 @@ def tune_gc(settings: Settings) -> None:
         gc.freeze()
         _, gen1, gen2 = gc.get_threshold()
         gc.set_threshold(settings.gc_gen0_threshold, gen1, gen2)
+
+
+class BatchGc:
+    """Keeps the cyclic garbage collector off the engine's state between batches.
+
+    The state (facts, partials, dedup ids: millions of containers) is long-lived, and each
+    older-generation pass walks all of it: measured at a live 10,000 events/s, a middle-generation
+    pass stopped the worker for 0.4-0.5 s every half minute or so, the tail of its latency. After
+    each batch, a young-generation pass collects the batch's own cyclic garbage and what survived
+    is frozen (``gc.freeze``: later passes skip it; reference counting still frees it as usual).
+    A cycle that dies after being frozen waits for the full collection run every
+    ``gc_full_every_s`` (logged, with what it found), so nothing leaks for longer than that.
+    """
+
+    def __init__(self, full_every_s: float) -> None:
+        self.full_every_s = full_every_s
+        self.last_full = time.monotonic()
+
+    def after_batch(self) -> None:
+        if not self.full_every_s:
+            return
+        now = time.monotonic()
+        if now - self.last_full >= self.full_every_s:
+            self.last_full = now
+            frozen = gc.get_freeze_count()
+            gc.unfreeze()
+            started = time.perf_counter()
+            found = gc.collect()
+            log.info(
+                "full garbage collection: %d unreachable objects among %d frozen, %.3f s",
+                found,
+                frozen,
+                time.perf_counter() - started,
+            )
+        else:
+            gc.collect(1)
+        gc.freeze()
 
 
 def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> tuple[faust.App, KpiWorker]:

@@ -220,8 +220,10 @@ class Source:
         self.gone_chunks: set[str] = set()  # "start:number" of chunks no window needs any more
         # de-duplication: event ids are remembered in the entity's facts (``seen``), and persisted
         # in one append-only log per batch (not with the facts, which would rewrite them all)
-        self.new_ids: list[list[Any]] = []  # [entity key, event id, ts] since the last log
-        self.id_logs: deque[tuple[int, float, list[list[Any]]]] = deque()  # (offset, newest ts, ids)
+        # (entity key, event id, ts) since the last log: tuples of atoms, which the cyclic
+        # garbage collector stops tracking, unlike lists
+        self.new_ids: list[tuple[str, str, float]] = []
+        self.id_logs: deque[tuple[int, float, list[Any]]] = deque()  # (offset, newest ts, ids)
         self.gone_logs: set[int] = set()
         self.guard_windows: dict[int, int] = {}
         self.guard_facts: dict[str, int] = {}
@@ -252,7 +254,7 @@ class Source:
                 guarded = self.facts.get(key)
                 if guarded is not None:
                     guarded["seen"][e.event_id] = ts
-                    self.new_ids.append([key, e.event_id, ts])
+                    self.new_ids.append((key, e.event_id, ts))
                 out.skipped += 1
                 continue
             f = self.facts.get(key)
@@ -265,7 +267,7 @@ class Source:
                 out.duplicates += 1
                 continue
             seen[e.event_id] = ts
-            self.new_ids.append([key, e.event_id, ts])
+            self.new_ids.append((key, e.event_id, ts))
             if ts > f["last"]:
                 f["last"] = ts
             self.dirty_facts.add(key)

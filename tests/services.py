@@ -81,6 +81,7 @@ class ClickHouseServer:
         self.tcp_port = free_port()
         self.http_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log_from = 0
 
     @property
     def dsn(self) -> str:
@@ -133,6 +134,8 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
+        # the log may hold an earlier run's lines (a restart appends): readiness reads this run's
+        self.log_from = self.log.stat().st_size if self.log.exists() else 0
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "callpulse", self.command, "--loglevel", "info"],
             env=self.env,
@@ -149,7 +152,12 @@ class WorkerProcess:
         wait_until(self.is_ready, timeout, what=f"{self.command} ready ({self.log})")
 
     def is_ready(self) -> bool:
-        return self.log.exists() and self.READY[self.command] in self.log.read_text(errors="replace")
+        """This run has logged that it is ready (not an earlier run in the same log)."""
+        if not self.log.exists():
+            return False
+        with self.log.open("rb") as f:
+            f.seek(self.log_from)
+            return self.READY[self.command].encode() in f.read()
 
     def rss_bytes(self) -> int:
         """Resident memory of the process (Linux /proc)."""
