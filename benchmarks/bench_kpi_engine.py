@@ -182,6 +182,12 @@ def peak_rss_mib(pid: int) -> float:
     return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_worker(evs: list, partitions: int, envelope: int, logs: Path) -> dict[str, float]:
     with EmbeddedBroker(log_path=logs / f"tansu-{envelope}.log") as broker:
         settings = Settings(kafka_bootstrap=broker.bootstrap, partitions=partitions, app_id=f"bench-{envelope}")
@@ -194,9 +200,10 @@ def run_worker(evs: list, partitions: int, envelope: int, logs: Path) -> dict[st
         try:
             result = follow_worker(port, len(evs), consuming_since(worker))
             rss = peak_rss_mib(worker.proc.pid)  # type: ignore[union-attr]
+            cpu = cpu_s(worker.proc.pid)  # type: ignore[union-attr]
         finally:
             worker.stop()
-        return {**result, "peak_rss_mib": rss, "produce_s": produce_s}
+        return {**result, "peak_rss_mib": rss, "cpu_s": cpu, "produce_s": produce_s}
 
 
 def run_in_process(evs: list, partitions: int) -> dict[str, float]:
@@ -236,13 +243,15 @@ def main() -> None:
         label = "worker, one event per record" if envelope == 1 else f"worker, envelopes of {envelope}"
         rows.append((label, run_worker(evs, args.partitions, envelope, logs)))
     head = f"{'path':36} {'events':>9} {'stage 1 ev/s':>13} {'end-to-end ev/s':>16} {'KPI records':>12}"
-    print(f"\n{head} {'RSS MiB':>8}")
+    print(f"\n{head} {'RSS MiB':>8} {'CPU s':>6}")
     for label, r in rows:
         rss = f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else "-"
+        cpu = f"{r['cpu_s']:.1f}" if "cpu_s" in r else "-"
         print(
             f"{label:36} {r['events']:>9.0f} {r['events_per_s']:>13.0f} {r['end_to_end_per_s']:>16.0f} "
-            f"{r['kpi_records']:>12.0f} {rss:>8}"
+            f"{r['kpi_records']:>12.0f} {rss:>8} {cpu:>6}"
         )
+    print("(CPU s: the worker process from its start, start-up and group join included)")
 
 
 if __name__ == "__main__":

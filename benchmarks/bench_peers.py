@@ -40,7 +40,16 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_kpi_engine import consuming_since, events, follow_worker, peak_rss_mib, produce_backlog, scrape, worker_env  # noqa: E402
+from bench_kpi_engine import (  # noqa: E402
+    consuming_since,
+    cpu_s,
+    events,
+    follow_worker,
+    peak_rss_mib,
+    produce_backlog,
+    scrape,
+    worker_env,
+)
 
 from callpulse.config import Settings, Topics  # noqa: E402
 from callpulse.embedded import EmbeddedBroker, free_port  # noqa: E402
@@ -50,11 +59,6 @@ from tests.services import WorkerProcess  # noqa: E402
 PEERS = REPO / "benchmarks" / "peers"
 ENVELOPED = Topics(calls="env.calls", tickets="env.tickets", surveys="env.surveys", agents="env.agents")
 FOR_PEERS = Topics(calls="peer.calls", tickets="peer.tickets", surveys="peer.surveys", agents="peer.agents")
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_callpulse(broker: EmbeddedBroker, topics: Topics, total: int, partitions: int, logs: Path, tag: str) -> dict:
