@@ -218,10 +218,10 @@ class Source:
         self.gone_facts: set[str] = set()
         self.gone_markers: set[int] = set()
         self.gone_chunks: set[str] = set()  # "start:number" of chunks no window needs any more
-        # de-duplication: event ids are remembered in the entity's facts (``seen``), and persisted
-        # in one append-only log per batch (not with the facts, which would rewrite them all)
-        # (entity key, event id, ts) since the last log: tuples of atoms, which the cyclic
-        # garbage collector stops tracking, unlike lists
+        # de-duplication: event ids live in the entity's facts (``seen``) and are persisted in one
+        # append-only log per batch, not with the facts (which would rewrite them all); new ids
+        # wait here as (entity key, event id, ts): tuples of atoms, which the cyclic garbage
+        # collector stops tracking, unlike lists
         self.new_ids: list[tuple[str, str, float]] = []
         self.id_logs: deque[tuple[int, float, list[Any]]] = deque()  # (offset, newest ts, ids)
         self.gone_logs: set[int] = set()

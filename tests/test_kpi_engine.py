@@ -34,14 +34,20 @@ def _day(hours: float, seed: int, **kw) -> list:
     return [fe for fe in events if fe[1].ts.timestamp() < end]
 
 
-@pytest.mark.parametrize(("seed", "partitions", "batch"), [(1, 4, 500), (2, 3, 37), (3, 1, 5000)])
-def test_stream_equals_reference_with_disorder_duplicates_and_late(seed: int, partitions: int, batch: int) -> None:
-    events = _day(4, seed)
-    arrivals = arrivals_from_events(
-        disorder(events, seed, shuffle_s=60, duplicate_rate=0.02, late_rate=0.005, late_by_s=900),
+def _messy(events: list, seed: int, partitions: int, duplicate_rate: float = 0.02) -> list[Arrival]:
+    """The events shuffled within a minute, with duplicates and some held back beyond the grace
+    (late), ended by a watermark that closes every window."""
+    return arrivals_from_events(
+        disorder(events, seed, shuffle_s=60, duplicate_rate=duplicate_rate, late_rate=0.005, late_by_s=900),
         partitions,
         final_watermark=max(e.ts.timestamp() for _, e in events) + 600,
     )
+
+
+@pytest.mark.parametrize(("seed", "partitions", "batch"), [(1, 4, 500), (2, 3, 37), (3, 1, 5000)])
+def test_stream_equals_reference_with_disorder_duplicates_and_late(seed: int, partitions: int, batch: int) -> None:
+    events = _day(4, seed)
+    arrivals = _messy(events, seed, partitions)
     params = EngineParams(grace=120)
     ref, got, counts, pipe = _run(arrivals, partitions, params, batch)
     assert counts["late"] > 0 and counts["duplicate"] > 0
@@ -198,11 +204,7 @@ def test_sources_restarted_from_their_table_after_crashes_give_the_same_records(
     exercises what only a restart reads: window chunks, the dedup logs, the replay guards."""
     partitions = 2
     events = _day(4, seed)
-    arrivals = arrivals_from_events(
-        disorder(events, seed, shuffle_s=60, duplicate_rate=0.1, late_rate=0.005, late_by_s=900),
-        partitions,
-        final_watermark=max(e.ts.timestamp() for _, e in events) + 600,
-    )
+    arrivals = _messy(events, seed, partitions, duplicate_rate=0.1)
     params = EngineParams(grace=120)
     ref, _, _, _ = _run(arrivals, partitions, params)
     topics = {f: f"cc.{f}" for f in FAMILIES}
