@@ -274,14 +274,15 @@ def main() -> None:
         print(f"run {r + 1}/{args.runs}", file=sys.stderr)
         (logs / f"run{r}").mkdir()
         runs.append(one_run(evs, args.partitions, logs / f"run{r}", only))
-    lats = []
+    lats: dict[float, list[dict]] = {}  # rate -> one result per run
     asked = [float(r) for r in args.latency_rates.split(",") if r]
     if asked and max(asked) * args.latency_seconds > len(evs):  # enough events for the fastest rate
         evs = events(int(max(asked) * args.latency_seconds))
     for rate in asked:
         for r in range(args.latency_runs):
             print(f"latency at {rate:.0f} events/s offered, run {r + 1}/{args.latency_runs}", file=sys.stderr)
-            lats.append((rate, latency(evs, rate, args.latency_seconds, args.partitions, logs, args.latency_time)))
+            run = latency(evs, rate, args.latency_seconds, args.partitions, logs, args.latency_time)
+            lats.setdefault(rate, []).append(run)
     names = list(runs[0]) if runs else []
     median = {n: statistics.median(r[n]["events_per_s"] for r in runs) for n in names}
     print(f"\n{'contender':42} {'events/s (median)':>18} {'runs':>24} {'CPU s':>7} {'peak RSS MiB':>13}")
@@ -301,8 +302,7 @@ def main() -> None:
             print(f"{o}: {ratios}")
     if lats:
         print()
-    for rate in asked:
-        mine = [lat for r, lat in lats if r == rate]
+    for rate, mine in lats.items():
         measured = [lat for lat in mine if lat["p50_s"] is not None]
         for lat in mine:
             p50, p99 = lat["p50_s"], lat["p99_s"]

@@ -113,11 +113,10 @@ class KpiEngine:
                 key = (p, state_key(src, "w", start))
                 w = src.windows.get(start)
                 if w is not None:
-                    number = w.chunks
                     chunk = w.next_chunk()
                     if chunk is not None:
-                        name = f"{start}:{number}"
-                        out.chunks[(p, state_key(src, "x", name))] = {**chunk, "_u": u}
+                        name = f"{start}:{chunk[0]}"
+                        out.chunks[(p, state_key(src, "x", name))] = {**chunk[1], "_u": u}
                         src.gone_chunks.discard(name)
                     out.windows[key] = {**w.to_state(), "_u": u}
                 elif start in src.markers:

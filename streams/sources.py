@@ -120,15 +120,15 @@ class OpenWindow:
         self.saved_firsts = 0  # items of ``firsts`` / ``pending`` in those chunks
         self.saved_pending = 0
 
-    def next_chunk(self) -> dict[str, Any] | None:
-        """What this window gained since its last chunk (None if nothing): call before
-        ``to_state``, which then counts it."""
+    def next_chunk(self) -> tuple[int, dict[str, Any]] | None:
+        """The number and content of the chunk holding what this window gained since its last
+        one (None if nothing): call before ``to_state``, which then counts it."""
         firsts, pending = self.firsts[self.saved_firsts :], self.pending[self.saved_pending :]
         if not firsts and not pending:
             return None
         self.saved_firsts, self.saved_pending = len(self.firsts), len(self.pending)
         self.chunks += 1
-        return {"firsts": firsts, "pending": pending}
+        return self.chunks - 1, {"firsts": firsts, "pending": pending}
 
     def part(self, key: str, n: int) -> KpiPartial:
         """The partial of dimension ``key``, to be changed (created if new)."""
@@ -679,12 +679,8 @@ class AgentsSource(Source):
             w = self.window(wstart)
             if w is None:
                 continue
-            parts, touched = w.parts, w.touched
             for (name, reason, key), n in cells.items():
-                p = parts.get(key)
-                if p is None:
-                    p = w.part(key, self.n)
-                touched.add(key)
+                p = w.part(key, self.n)
                 total = n * secs
                 setattr(p, name, getattr(p, name) + total)
                 if reason is not None:

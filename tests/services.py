@@ -81,7 +81,6 @@ class ClickHouseServer:
         self.tcp_port = free_port()
         self.http_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_from = 0
 
     @property
     def dsn(self) -> str:
@@ -132,6 +131,7 @@ class WorkerProcess:
         self.log = log
         self.command = command
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log_from = 0  # where this run's lines start in the log
 
     def start(self) -> WorkerProcess:
         # the log may hold an earlier run's lines (a restart appends): readiness reads this run's
