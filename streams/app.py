@@ -42,6 +42,7 @@ from streams.consumer import BUNDLE_MAX, CallpulseApp, records_of, take_records
 from streams.early_warning.detector import EarlyWarningDetector
 from streams.early_warning.rules import load_rules
 from streams.engine import KpiEngine, State
+from streams.kafka import client_kwargs
 from streams.merge import MergeParams, WindowMerger
 from streams.pipeline import expected_sources, final_record
 from streams.sources import EngineParams
@@ -140,7 +141,9 @@ class KpiWorker:
     def _restore(self, partition: int, now: float) -> None:
         n = self.engine.restore(partition, list(self.state.data.items()), now)
         self.restored.add(partition)
-        log.info("partition %d: restored %d state entries", partition, n)
+        upto = {s.topic: s.upto for s in self.engine.shards[partition].values()}
+        entries = orjson.dumps(upto).decode()
+        log.info("partition %d: restored %d state entries; applied up to offsets %s", partition, n, entries)
 
     # -- stage 1 -------------------------------------------------------------------------------
     async def process_batch(self, events: Sequence[faust.types.EventT]) -> None:
@@ -293,14 +296,25 @@ class KpiWorker:
         m = self.merger
         consumer = self.app.consumer
         read = getattr(consumer, "_read_offset", {})
-        offsets = {
-            f"{tp.topic.rsplit('.', 1)[-1]}:{tp.partition}": (read.get(tp), consumer.highwater(tp))
+        ours = [
+            tp
             for tp in sorted(consumer.assignment())
             if tp.topic in self.input_topics or tp.topic == self.settings.topics.partials
+        ]
+        name = {tp: f"{tp.topic.rsplit('.', 1)[-1]}:{tp.partition}" for tp in ours}
+        offsets = {name[tp]: (read.get(tp), consumer.highwater(tp)) for tp in ours}
+        # partitions faust does not fetch now: paused (rebalance, recovery) or its buffer full
+        active = getattr(consumer, "_active_partitions", None) or set()
+        paused = getattr(consumer, "_paused_partitions", set())
+        buffered = getattr(consumer, "_buffered_partitions", set())
+        idle = {
+            name[tp]: "paused" if tp in paused else "buffer full" if tp in buffered else "inactive"
+            for tp in ours
+            if tp not in active
         }
         log.info(
             "progress: records=%d partitions=%s min_stream_time=%s merger_loaded=%s next_window=%s "
-            "sources_reporting=%d/%d pending_windows=%d read/highwater=%s",
+            "sources_reporting=%d/%d pending_windows=%d read/highwater=%s not_fetching=%s",
             self._records_seen,
             sorted(self.restored),
             min(times) if times else None,
@@ -310,6 +324,7 @@ class KpiWorker:
             len(m.expected),
             len(m.s.pending),
             offsets,
+            idle,
         )
 
     def _publish_kpis(self, records: list[Any]) -> None:
@@ -417,7 +432,9 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> tupl
     worker = KpiWorker(settings, app, metrics or WorkerMetrics(thresholds=settings.sl_thresholds_s))
     # Input and partial records reach the agents in bundles of up to BUNDLE_MAX (streams/consumer.py);
     # a batch holds up to ``batch_max`` records, or what arrived within ``batch_within_s``.
-    app.configure_consumer([*worker.input_topics, settings.topics.partials], settings.fetch_max_wait_ms)
+    app.configure_consumer(
+        [*worker.input_topics, settings.topics.partials], settings.fetch_max_wait_ms, client_kwargs(settings)
+    )
 
     @app.agent(worker.inputs, name="callpulse.ingest")
     async def ingest(stream: faust.StreamT) -> None:

@@ -27,15 +27,26 @@ when records arrive meanwhile (measured: a record produced 370 ms into such a fe
 at live rates. ``CALLPULSE_FETCH_MAX_WAIT_MS`` sets it; the default is Kafka's own, 500 ms
 (100 ms cost a third of the catch-up rate: the fetcher thread, which shares the interpreter
 lock with the worker, then polls much more; ``docs/performance.md``).
+
+**Changelog ends**: faust recovers a table by reading its changelog up to the end offsets the
+broker reports (ListOffsets, latest). The embedded broker (Tansu) reports a partition's end as
+the base offset of its last record batch plus one, not the offset after its last record
+(measured: batches of 3, 3 and 3 records end at 7 instead of 9). The records of that last batch
+were then read or not depending on how faust's fetches fell: a restarted worker could come back
+without the last entries it had persisted - after a graceful stop, the source metas of its last
+batch - while the input offsets were already committed past them. The consumer therefore takes
+each end from a fetch's high watermark (``fetched_ends``), which the broker reports exactly, and
+never less than the ListOffsets answer; on Apache Kafka the two agree.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from mode.utils.aiter import aiter
@@ -93,8 +104,40 @@ def bundle(records: Sequence[ConsumerRecord], limit: int) -> list[ConsumerRecord
     return out
 
 
+async def fetched_ends(
+    client: dict[str, Any], reported: Mapping[Any, int | None], timeout_s: float = 30.0
+) -> dict[Any, int | None]:
+    """Each partition's end offset as a fetch's high watermark gives it, never below the
+    ``reported`` (ListOffsets) one: a group-less consumer fetches from the reported end of each
+    partition and reads the high watermark of the answer (Tansu's ListOffsets stops at the last
+    record batch's base offset; see the module docstring). Fails loudly rather than let a table
+    recover short."""
+    tps = {TopicPartition(tp.topic, tp.partition): tp for tp, end in reported.items() if end is not None}
+    if not tps:
+        return dict(reported)
+    consumer = AIOKafkaConsumer(**client, enable_auto_commit=False, fetch_max_wait_ms=50)
+    await consumer.start()
+    try:
+        consumer.assign(list(tps))
+        for tp, orig in tps.items():
+            consumer.seek(tp, reported[orig])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while missing := [tp for tp in tps if consumer.highwater(tp) is None]:
+            if loop.time() > deadline:
+                raise RuntimeError(f"no fetch answer for {missing} in {timeout_s}s: changelog end unknown")
+            await consumer.getmany(*missing, timeout_ms=100)
+        out = dict(reported)
+        for tp, orig in tps.items():
+            out[orig] = max(reported[orig] or 0, consumer.highwater(tp))
+        return out
+    finally:
+        await consumer.stop()
+
+
 class ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
-    """faust's thread around the aiokafka consumer, with the app's fetch wait."""
+    """faust's thread around the aiokafka consumer, with the app's fetch wait and exact
+    changelog ends."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -103,6 +146,16 @@ class ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
             raise RuntimeError("this aiokafka has no _fetch_max_wait_ms: CALLPULSE_FETCH_MAX_WAIT_MS cannot apply")
         consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms
         return consumer
+
+    async def _highwaters(self, partitions: list[Any]) -> Mapping[Any, int]:
+        """The ends table recovery reads up to (faust asks for nothing else): exact, from a fetch."""
+        reported = await super()._highwaters(partitions)
+        if self.consumer.in_transaction:
+            return reported
+        client = self.app.client_kwargs
+        if client is None:
+            raise RuntimeError("CallpulseApp.configure_consumer was not called: no connection for the changelog ends")
+        return await fetched_ends(client, reported)  # type: ignore[return-value]
 
 
 class BundlingConsumer(aiokafka_driver.Consumer):
@@ -125,15 +178,18 @@ class BundlingTransport(aiokafka_driver.Transport):
 
 
 class CallpulseApp(faust.App):
-    """A faust app whose consumer bundles the records of ``bundle_topics`` and waits at most
-    ``fetch_max_wait_ms`` per fetch (``configure_consumer``, before start)."""
+    """A faust app whose consumer bundles the records of ``bundle_topics``, waits at most
+    ``fetch_max_wait_ms`` per fetch and learns changelog ends from a fetch made with the
+    ``client`` connection settings (``configure_consumer``, before start)."""
 
     bundle_topics: frozenset[str] = frozenset()
     fetch_max_wait_ms: int = 1500  # faust's own
+    client_kwargs: dict[str, Any] | None = None  # aiokafka connection (``streams.kafka.client_kwargs``)
 
-    def configure_consumer(self, bundle_topics: Iterable[str], fetch_max_wait_ms: int) -> None:
+    def configure_consumer(self, bundle_topics: Iterable[str], fetch_max_wait_ms: int, client: dict[str, Any]) -> None:
         self.bundle_topics = frozenset(bundle_topics)
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.client_kwargs = client
 
     def _new_transport(self) -> Any:
         url = self.conf.broker_consumer[0]

@@ -153,11 +153,15 @@ class WorkerProcess:
 
     def is_ready(self) -> bool:
         """This run has logged that it is ready (not an earlier run in the same log)."""
+        return self.READY[self.command] in self.output()
+
+    def output(self) -> str:
+        """What this run has logged so far (not an earlier run in the same log)."""
         if not self.log.exists():
-            return False
+            return ""
         with self.log.open("rb") as f:
             f.seek(self.log_from)
-            return self.READY[self.command].encode() in f.read()
+            return f.read().decode(errors="replace")
 
     def rss_bytes(self) -> int:
         """Resident memory of the process (Linux /proc)."""

@@ -1,17 +1,23 @@
-"""callpulse's faust consumer (``streams/consumer.py``): records reach the agents in bundles, and
-the offsets committed for a bundle cover every record in it, on the real broker."""
+"""callpulse's faust consumer (``streams/consumer.py``): records reach the agents in bundles, the
+offsets committed for a bundle cover every record in it, and tables recover to the true end of
+their changelogs, on the real broker."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
+from faust.types import TP
 
 from callpulse.config import Settings
 from callpulse.simulator import SimConfig, simulate
@@ -20,6 +26,7 @@ from streams.app import create_app
 from streams.consumer import RecordBundle, bundle, records_of
 from streams.kafka import EventProducer, client_kwargs
 from streams.partitioning import partition_for
+from tests.services import wait_until
 
 
 def record(offset: int) -> ConsumerRecord:
@@ -65,6 +72,23 @@ async def committed(settings: Any, group: str, tps: list[tuple[str, int]]) -> di
         await consumer.stop()
 
 
+def produced_counts(pipe: Any, events: list[Any]) -> Counter[tuple[str, int]]:
+    s = pipe.settings
+    return Counter((s.topics.inputs()[f], partition_for(entity_key(f, e), s.partitions)) for f, e in events)
+
+
+def wait_committed(pipe: Any, produced: Counter[tuple[str, int]], timeout: float = 120) -> dict[Any, int | None]:
+    """The group's committed offsets once they reach the produced counts (or at the timeout)."""
+    deadline = time.monotonic() + timeout
+    got: dict[tuple[str, int], int | None] = {}
+    while time.monotonic() < deadline:
+        got = asyncio.run(committed(pipe.settings, pipe.settings.app_id, list(produced)))
+        if all((got[tp] or 0) >= n for tp, n in produced.items()):
+            break
+        time.sleep(1)
+    return got
+
+
 def test_offsets_committed_after_bundles_cover_every_record(pipeline_factory: Any) -> None:
     """Single-event records are read in bundles; once the worker has handled them, the committed
     offset of every input partition is exactly its record count (the offsets inside a bundle are
@@ -72,9 +96,7 @@ def test_offsets_committed_after_bundles_cover_every_record(pipeline_factory: An
     pipe = pipeline_factory(partitions=4, idle_timeout_s=900.0, batch_max=100)
     start = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
     events = simulate(SimConfig(start=start, duration=timedelta(hours=4), seed=5))
-    produced = Counter(
-        (pipe.settings.topics.inputs()[f], partition_for(entity_key(f, e), pipe.settings.partitions)) for f, e in events
-    )
+    produced = produced_counts(pipe, events)
     assert len(events) > 1000 and max(produced.values()) > 200
     pipe.start_worker()
 
@@ -83,11 +105,117 @@ def test_offsets_committed_after_bundles_cover_every_record(pipeline_factory: An
             await prod.send_events(events, envelope=1)
 
     asyncio.run(send())
-    deadline = time.monotonic() + 120
-    got: dict[tuple[str, int], int | None] = {}
-    while time.monotonic() < deadline:
-        got = asyncio.run(committed(pipe.settings, pipe.settings.app_id, list(produced)))
-        if all((got[tp] or 0) >= n for tp, n in produced.items()):
-            break
-        time.sleep(1)
-    assert got == dict(produced)
+    assert wait_committed(pipe, produced) == dict(produced)
+
+
+def test_tables_recover_to_the_changelogs_last_record(kafka: Any) -> None:
+    """The end faust's table recovery reads up to (the worker consumer's ``_highwaters``) is the
+    offset after each partition's last record, whatever the broker answers to ListOffsets
+    (Tansu answers the last record batch's base offset + 1: here 7 for 9 records)."""
+    topic = f"ends-{time.monotonic_ns()}"
+    batches = {0: [3, 3, 3], 1: [100, 1], 2: [1, 100], 3: []}  # records per produce batch
+    settings = Settings(kafka_bootstrap=kafka.bootstrap)
+    app, _ = create_app(settings)
+
+    async def run() -> tuple[dict[int, int], dict[int, int]]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+        await admin.start()
+        try:
+            config = {"retention.ms": "-1", "retention.bytes": "-1"}
+            await admin.create_topics([NewTopic(topic, len(batches), 1, topic_configs=config)])
+        finally:
+            await admin.close()
+        producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, linger_ms=50)
+        await producer.start()
+        try:
+            for p, sizes in batches.items():
+                for size in sizes:
+                    for i in range(size):
+                        await producer.send(topic, b"v%d" % i, partition=p)
+                    await producer.flush()  # one record batch per flush
+        finally:
+            await producer.stop()
+        thread = app.consumer._thread
+        thread._consumer = thread._create_worker_consumer(app.transport)  # not started by faust here
+        await thread._consumer.start()
+        try:
+            tps = [TP(topic, p) for p in batches]
+            reported = await thread._consumer.end_offsets(tps)
+            ends = await thread._highwaters(tps)
+        finally:
+            await thread._consumer.stop()
+        return {tp.partition: v for tp, v in reported.items()}, {tp.partition: v for tp, v in ends.items()}
+
+    reported, ends = asyncio.run(run())
+    assert ends == {p: sum(sizes) for p, sizes in batches.items()}
+    print(f"ListOffsets answered {reported}, the fetch {ends}")
+
+
+async def last_metas(settings: Any, topic: str, partitions: int) -> dict[tuple[str, int], int]:
+    """Each source's ``upto`` in the last meta entry of the state changelog, read to the high
+    watermark a fetch reports (the records' own end, whatever ListOffsets says)."""
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
+    await consumer.start()
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    out: dict[tuple[str, int], int] = {}
+    deadline = time.monotonic() + 60
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        while [
+            tp for tp in tps if consumer.highwater(tp) is None or await consumer.position(tp) < consumer.highwater(tp)
+        ]:
+            assert time.monotonic() < deadline, f"{topic} not read to its end in 60 s"
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for r in records:
+                    source, p, kind, _ = json.loads(r.key).split("|", 3)
+                    if kind == "m" and r.value is not None:
+                        out[(source, int(p))] = json.loads(r.value)["upto"]
+    finally:
+        await consumer.stop()
+    return out
+
+
+@pytest.mark.slow
+def test_a_restarted_worker_has_the_state_of_every_committed_offset(pipeline_factory: Any) -> None:
+    """A restarted worker recovers its table to the changelog's last entry: each source's
+    ``upto`` (last offset applied, in its meta) is the one last written, and covers the group's
+    committed offset (records up to it are never read again). Stopped twice in the middle of a
+    backlog, so that the changelog ends with a batch's metas. (Recovering to the broker's
+    short ListOffsets end lost that tail: in the graceful-restart test, a shard's agent time.)"""
+    pipe = pipeline_factory(partitions=4, idle_timeout_s=900.0, batch_max=200)
+    start = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)
+    events = simulate(SimConfig(start=start, duration=timedelta(hours=72), seed=6))
+    produced = produced_counts(pipe, events)
+    tps = [(topic, p) for topic in pipe.settings.topics.inputs().values() for p in range(4)]
+    changelog = f"{pipe.settings.app_id}-callpulse-state-changelog"
+
+    async def send() -> None:
+        async with EventProducer(pipe.settings) as prod:
+            await prod.send_events(events, envelope=1)
+
+    asyncio.run(send())
+    pattern = re.compile(r"partition (\d+): restored \d+ state entries; applied up to offsets (\{.*\})")
+    applied = []
+    for cycle in range(3):
+        written = asyncio.run(last_metas(pipe.settings, changelog, 4)) if cycle else {}  # no changelog yet
+        commits = asyncio.run(committed(pipe.settings, pipe.settings.app_id, tps))
+        worker = pipe.start_worker()
+        wait_until(lambda w=worker: len(pattern.findall(w.output())) == 4, 90, what="4 partitions restored")
+        restored = {
+            (topic, int(p)): upto
+            for p, found in pattern.findall(worker.output())
+            for topic, upto in json.loads(found).items()
+        }
+        assert restored == {tp: written.get(tp, -1) for tp in tps}, f"restart {cycle}: not the last metas written"
+        assert [tp for tp in tps if restored[tp] + 1 < (commits[tp] or 0)] == [], f"restart {cycle}"
+        applied.append(sum(upto + 1 for upto in restored.values()))
+        if cycle < 2:
+            done, deadline = applied[-1], time.monotonic() + 60
+            while done < applied[-1] + 5000:  # some batches made durable and committed, not all
+                assert time.monotonic() < deadline, f"restart {cycle}: the worker committed {done} records in 60 s"
+                time.sleep(0.2)
+                done = sum(v or 0 for v in asyncio.run(committed(pipe.settings, pipe.settings.app_id, tps)).values())
+            worker.stop()
+    print(f"records applied at each restart: {applied} of {sum(produced.values())}")
+    assert 0 == applied[0] < applied[1] < applied[2] <= sum(produced.values())
