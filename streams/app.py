@@ -368,13 +368,12 @@ class KpiWorker:
                 self._publish_kpis(records)
             if self.merger.s.next_window is not None:
                 self.merger.prune_history(self.merger.s.next_window)
-            state = self.merger.drain_state()
-            meta = state.pop("meta")
-            state.update(self.detector.drain_state())
-            await self._write(self.merge_state, {(0, k): v for k, v in state.items()})
-            await self.app.producer.flush()
-            await self._write(self.merge_state, {(0, "meta"): meta})
-            await self.app.producer.flush()
+            groups = WindowMerger.persist_groups(self.merger.drain_state())
+            groups[0].update(self.detector.drain_state())  # before the meta, deletions included
+            for group in groups:
+                if group:
+                    await self._write(self.merge_state, {(0, k): v for k, v in group.items()})
+                    await self.app.producer.flush()
             self.gc.after_batch()
 
 

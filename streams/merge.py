@@ -252,15 +252,28 @@ class WindowMerger:
                 )
             elif kind == "hist":
                 seen = self.s.history.get(rest)
-                out[key] = {"seen": seen} if seen else None
+                out[key] = {"seen": list(seen)} if seen else None  # a copy: ``seen`` changes in place
         self._dirty = set()
+        # copies: the table keeps the value, and these change in place before the next drain
         out["meta"] = {
-            "closed": self.s.closed,
+            "closed": dict(self.s.closed),
             "next_window": self.s.next_window,
-            "levels": self.s.levels,
-            "known": self.s.known,
+            "levels": dict(self.s.levels),  # each dimension's levels are replaced, not changed
+            "known": dict(self.s.known),
         }
         return out
+
+    @staticmethod
+    def persist_groups(drained: dict[str, Any]) -> list[dict[str, Any]]:
+        """``drain_state``'s entries in the order they must become durable, each group after the
+        previous one: new values (pending partials, final base windows, history), then the meta
+        (which declares windows final), then the deletions the meta makes safe (pending partials
+        of windows now final, final base windows rolled up, expired history). Deleted before the
+        meta, a crash in between left a window not final whose partials were gone: it was
+        finalized again without them (``tests/test_kpi_engine.py``)."""
+        values = {k: v for k, v in drained.items() if k != "meta" and v is not None}
+        gone = {k: v for k, v in drained.items() if v is None}
+        return [values, {"meta": drained["meta"]}, gone]
 
     def load_state(self, items: Any) -> None:
         self.s = MergeState()
@@ -289,7 +302,9 @@ class WindowMerger:
             elif kind == "hist":
                 self.s.history[rest] = [list(h) for h in value["seen"]]
         if self.s.next_window is not None:
-            self.s.pending = {w: m for w, m in self.s.pending.items() if w >= self.s.next_window}
+            done = [w for w in self.s.pending if w < self.s.next_window]
+            for w in done:  # final before a crash that came before their deletion: delete now
+                self._dirty.update(f"pend|{w}|{source}" for source in self.s.pending.pop(w))
         upto = self.s.next_window
         for start in sorted(finals):
             if upto is None or start >= upto:
