@@ -77,6 +77,16 @@ def produced_counts(pipe: Any, events: list[Any]) -> Counter[tuple[str, int]]:
     return Counter((s.topics.inputs()[f], partition_for(entity_key(f, e), s.partitions)) for f, e in events)
 
 
+def produce_all(pipe: Any, events: list[Any]) -> None:
+    """Every event as its own record (the consumer bundles them)."""
+
+    async def send() -> None:
+        async with EventProducer(pipe.settings) as prod:
+            await prod.send_events(events, envelope=1)
+
+    asyncio.run(send())
+
+
 def wait_committed(pipe: Any, produced: Counter[tuple[str, int]], timeout: float = 120) -> dict[Any, int | None]:
     """The group's committed offsets once they reach the produced counts (or at the timeout)."""
     deadline = time.monotonic() + timeout
@@ -100,11 +110,7 @@ def test_offsets_committed_after_bundles_cover_every_record(pipeline_factory: An
     assert len(events) > 1000 and max(produced.values()) > 200
     pipe.start_worker()
 
-    async def send() -> None:
-        async with EventProducer(pipe.settings) as prod:
-            await prod.send_events(events, envelope=1)
-
-    asyncio.run(send())
+    produce_all(pipe, events)
     assert wait_committed(pipe, produced) == dict(produced)
 
 
@@ -182,7 +188,7 @@ def test_a_restarted_worker_has_the_state_of_every_committed_offset(pipeline_fac
     ``upto`` (last offset applied, in its meta) is the one last written, and covers the group's
     committed offset (records up to it are never read again). Stopped twice in the middle of a
     backlog, so that the changelog ends with a batch's metas. (Recovering to the broker's
-    short ListOffsets end lost that tail: in the graceful-restart test, a shard's agent time.)"""
+    short ListOffsets end could lose that tail: ``streams/consumer.py``.)"""
     pipe = pipeline_factory(partitions=4, idle_timeout_s=900.0, batch_max=200)
     start = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)
     events = simulate(SimConfig(start=start, duration=timedelta(hours=72), seed=6))
@@ -190,11 +196,7 @@ def test_a_restarted_worker_has_the_state_of_every_committed_offset(pipeline_fac
     tps = [(topic, p) for topic in pipe.settings.topics.inputs().values() for p in range(4)]
     changelog = f"{pipe.settings.app_id}-callpulse-state-changelog"
 
-    async def send() -> None:
-        async with EventProducer(pipe.settings) as prod:
-            await prod.send_events(events, envelope=1)
-
-    asyncio.run(send())
+    produce_all(pipe, events)
     pattern = re.compile(r"partition (\d+): restored \d+ state entries; applied up to offsets (\{.*\})")
     applied = []
     for cycle in range(3):
