@@ -26,7 +26,7 @@ import gc
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -241,10 +241,7 @@ class KpiWorker:
         for m in drained.messages:
             await self._send(self.settings.topics.partials, m["source"].encode(), orjson.dumps(m))
         await self.app.producer.flush()
-        for entries in drained.groups():
-            if entries:
-                await self._write(self.state, entries)
-                await self.app.producer.flush()
+        await self._write_in_order(self.state, drained.groups())
         times = [s.st for s in self.engine.sources() if s.st is not None]
         if times:
             self.metrics.stream_time.set(min(times))
@@ -255,6 +252,14 @@ class KpiWorker:
         """Hand a record to the producer's own batching (``flush`` waits for delivery). Faust's
         buffered ``send_soon`` path moves records one by one, too slow for per-batch state."""
         await self.app.producer.send(topic, key, value, partition, None, headers)
+
+    async def _write_in_order(self, table: Any, groups: Iterable[dict[tuple[int, str], State]]) -> None:
+        """Make each group of table entries durable before the next one is sent: the persist
+        order the restart logic relies on (``docs/architecture.md``)."""
+        for entries in groups:
+            if entries:
+                await self._write(table, entries)
+                await self.app.producer.flush()
 
     async def _write(self, table: Any, entries: dict[tuple[int, str], State]) -> None:
         """Write table entries to the local store and the changelog, JSON-encoded as the
@@ -370,10 +375,7 @@ class KpiWorker:
                 self.merger.prune_history(self.merger.s.next_window)
             groups = WindowMerger.persist_groups(self.merger.drain_state())
             groups[0].update(self.detector.drain_state())  # before the meta, deletions included
-            for group in groups:
-                if group:
-                    await self._write(self.merge_state, {(0, k): v for k, v in group.items()})
-                    await self.app.producer.flush()
+            await self._write_in_order(self.merge_state, [{(0, k): v for k, v in g.items()} for g in groups])
             self.gc.after_batch()
 
 

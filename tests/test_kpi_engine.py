@@ -195,6 +195,44 @@ def test_merge_stage_restarted_from_its_table_after_every_batch_gives_the_same_r
     assert not any(k.startswith("roll|") for k in pipe.table)
 
 
+def _positions(arrivals: list[Arrival], topics: dict[str, str]) -> list[tuple[str, int, int]]:
+    """Each arrival's (topic, partition, offset), offsets counting up per partition as Kafka's do."""
+    out: list[tuple[str, int, int]] = []
+    last: dict[tuple[str, int], int] = {}
+    for a in arrivals:
+        tp = (topics[a.family], a.partition)
+        last[tp] = last.get(tp, -1) + 1
+        out.append((*tp, last[tp]))
+    return out
+
+
+def _feed(engine: KpiEngine, arrivals: list[Arrival], positions: list[tuple[str, int, int]]) -> None:
+    for a, (topic, p, offset) in zip(arrivals, positions, strict=True):
+        if a.event is None:
+            engine.watermark(topic, p, offset, a.watermark)  # type: ignore[arg-type]
+        else:
+            engine.record(topic, p, offset, [a.event])
+
+
+def _durable(rng: random.Random, steps: list[list[Any]]) -> tuple[list[list[Any]], bool]:
+    """What of a batch's persist steps (each made durable before the next is sent) a crash lets
+    through: every step, or for 30 % of batches the steps before a random one and a random part
+    of it. Returns them and whether the batch crashed."""
+    crash_at = rng.randrange(len(steps)) if rng.random() < 0.3 else None
+    if crash_at is None:
+        return steps, False
+    return [*steps[:crash_at], steps[crash_at][: rng.randrange(len(steps[crash_at]) + 1)]], True
+
+
+def _apply(table: dict[str, Any], entries: Any) -> None:
+    """Table entries (key, value) as a changelog applies them: None deletes."""
+    for key, value in entries:
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
+
+
 @pytest.mark.parametrize("seed", [11, 12])
 def test_merge_stage_restarted_after_crashes_mid_persist_gives_the_same_records(seed: int) -> None:
     """Stage 2 crashed at any point of its persist order (halfway through its new values, its
@@ -208,18 +246,12 @@ def test_merge_stage_restarted_after_crashes_mid_persist_gives_the_same_records(
     ref, _, _, _ = _run(arrivals, partitions, params)
     topics = {f: f"cc.{f}" for f in FAMILIES}
     engine = KpiEngine(params, topics)  # stage 1, uncrashed: the partial messages it sends
+    positions = _positions(arrivals, topics)
     messages: list[dict[str, Any]] = []
-    offsets: dict[tuple[str, int], int] = {}
-    for n, a in enumerate(arrivals, start=1):
-        tp = (topics[a.family], a.partition)
-        offsets[tp] = offsets.get(tp, -1) + 1
-        if a.event is None:
-            engine.watermark(*tp, offsets[tp], a.watermark)  # type: ignore[arg-type]
-        else:
-            engine.record(*tp, offsets[tp], [a.event])
-        if n % 300 == 0 or n == len(arrivals):
-            engine.settle()
-            messages.extend(engine.drain().messages)
+    for start in range(0, len(arrivals), 300):
+        _feed(engine, arrivals[start : start + 300], positions[start : start + 300])
+        engine.settle()
+        messages.extend(engine.drain().messages)
     merge = MergeParams(params.base, SIZES, params.thresholds)
     merger = WindowMerger(merge, expected_sources(topics, partitions))
     table: dict[str, Any] = {}
@@ -235,19 +267,10 @@ def test_merge_stage_restarted_after_crashes_mid_persist_gives_the_same_records(
             records[rec.key()] = rec
         if merger.s.next_window is not None:
             merger.prune_history(merger.s.next_window)
-        steps = [list(group.items()) for group in merger.persist_groups(merger.drain_state())]
-        crash_at = rng.randrange(len(steps)) if rng.random() < 0.3 else None
-        for k, items in enumerate(steps):
-            if k == crash_at:
-                items = items[: rng.randrange(len(items) + 1)]
-            for key, value in items:
-                if value is None:
-                    table.pop(key, None)
-                else:
-                    table[key] = value
-            if k == crash_at:
-                break
-        if crash_at is None:
+        steps, crashed = _durable(rng, [list(g.items()) for g in merger.persist_groups(merger.drain_state())])
+        for items in steps:
+            _apply(table, items)
+        if not crashed:
             pos = committed = end
             continue
         crashes += 1
@@ -273,13 +296,7 @@ def test_sources_restarted_from_their_table_after_crashes_give_the_same_records(
     params = EngineParams(grace=120)
     ref, _, _, _ = _run(arrivals, partitions, params)
     topics = {f: f"cc.{f}" for f in FAMILIES}
-    positions: list[tuple[str, int, int]] = []  # each arrival's (topic, partition, offset)
-    last: dict[tuple[str, int], int] = {}
-    for a in arrivals:
-        tp = (topics[a.family], a.partition)
-        last[tp] = last.get(tp, -1) + 1
-        positions.append((*tp, last[tp]))
-
+    positions = _positions(arrivals, topics)
     engine = KpiEngine(params, topics)
     merger = WindowMerger(MergeParams(params.base, SIZES, params.thresholds), expected_sources(topics, partitions))
     table: dict[str, Any] = {}
@@ -289,29 +306,16 @@ def test_sources_restarted_from_their_table_after_crashes_give_the_same_records(
     kinds_restored: set[str] = set()
     while pos < len(arrivals):
         end = min(pos + 41, len(arrivals))
-        for a, (topic, p, offset) in zip(arrivals[pos:end], positions[pos:end], strict=True):
-            if a.event is None:
-                engine.watermark(topic, p, offset, a.watermark)  # type: ignore[arg-type]
-            else:
-                engine.record(topic, p, offset, [a.event])
+        _feed(engine, arrivals[pos:end], positions[pos:end])
         engine.settle()
         drained = engine.drain()
-        steps: list[list[Any]] = [drained.messages, *(list(g.items()) for g in drained.groups())]
-        crash_at = rng.randrange(len(steps)) if rng.random() < 0.3 else None
-        for k, items in enumerate(steps):
-            if k == crash_at:
-                items = items[: rng.randrange(len(items) + 1)]
-            for item in items:
-                if k == 0:
-                    merger.on_message(item)
-                elif item[1] is None:
-                    table.pop(item[0][1], None)
-                else:
-                    table[item[0][1]] = item[1]
-            if k == crash_at:
-                break
+        steps, crashed = _durable(rng, [drained.messages, *(list(g.items()) for g in drained.groups())])
+        for msg in steps[0]:  # the partial messages, sent first
+            merger.on_message(msg)
+        for items in steps[1:]:
+            _apply(table, ((key, value) for (_, key), value in items))
         records.extend(final_record(fw, params.thresholds, "answered_abandoned_no_short") for fw in merger.finalize())
-        if crash_at is None:
+        if not crashed:
             pos = committed = end
             continue
         crashes += 1
