@@ -72,9 +72,14 @@ async def committed(settings: Any, group: str, tps: list[tuple[str, int]]) -> di
         await consumer.stop()
 
 
-def produced_counts(pipe: Any, events: list[Any]) -> Counter[tuple[str, int]]:
+def produced_order(pipe: Any, events: list[Any]) -> list[tuple[str, int]]:
+    """The topic partition of each event, in order."""
     s = pipe.settings
-    return Counter((s.topics.inputs()[f], partition_for(entity_key(f, e), s.partitions)) for f, e in events)
+    return [(s.topics.inputs()[f], partition_for(entity_key(f, e), s.partitions)) for f, e in events]
+
+
+def produced_counts(pipe: Any, events: list[Any]) -> Counter[tuple[str, int]]:
+    return Counter(produced_order(pipe, events))
 
 
 def produce_all(pipe: Any, events: list[Any]) -> None:
@@ -102,15 +107,23 @@ def wait_committed(pipe: Any, produced: Counter[tuple[str, int]], timeout: float
 def test_offsets_committed_after_bundles_cover_every_record(pipeline_factory: Any) -> None:
     """Single-event records are read in bundles; once the worker has handled them, the committed
     offset of every input partition is exactly its record count (the offsets inside a bundle are
-    committed with it, not skipped, and none beyond)."""
+    committed with it, not skipped, and none beyond). First each partition's record 0 alone, then
+    the rest: faust's own gap inference skips a bundle that follows offset 0, and the commit stuck
+    at 1 (CI: a survey partition at 1 of 47)."""
     pipe = pipeline_factory(partitions=4, idle_timeout_s=900.0, batch_max=100)
     start = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
     events = simulate(SimConfig(start=start, duration=timedelta(hours=4), seed=5))
     produced = produced_counts(pipe, events)
-    assert len(events) > 1000 and max(produced.values()) > 200
+    assert len(events) > 1000 and min(produced.values()) > 20 and len(produced) == 16
+    firsts: dict[tuple[str, int], int] = {}
+    for i, tp in enumerate(produced_order(pipe, events)):
+        firsts.setdefault(tp, i)
+    first = set(firsts.values())
     pipe.start_worker()
 
-    produce_all(pipe, events)
+    produce_all(pipe, [e for i, e in enumerate(events) if i in first])
+    assert wait_committed(pipe, Counter(dict.fromkeys(produced, 1))) == dict.fromkeys(produced, 1)
+    produce_all(pipe, [e for i, e in enumerate(events) if i not in first])
     assert wait_committed(pipe, produced) == dict(produced)
 
 
