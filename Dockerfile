@@ -6,7 +6,11 @@ COPY callpulse ./callpulse
 COPY schemas ./schemas
 COPY streams ./streams
 COPY sinks ./sinks
-RUN pip install --no-cache-dir .
+# the KPI engine compiled with Cython (streams/compiled.py); the compiler is removed afterwards
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && pip install --no-cache-dir . \
+    && callpulse compile \
+    && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 USER nobody
 ENTRYPOINT ["callpulse"]
 CMD ["worker"]

@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DURATION ?=
 SYSTEM_PACKAGES := clickhouse-server prometheus prometheus-alertmanager
 
-.PHONY: demo test test-data lint bench bench-engine bench-memory system-deps venv clean
+.PHONY: demo test test-data lint bench bench-engine bench-memory system-deps venv compile clean
 
 venv: $(STAMP)
 
@@ -19,11 +19,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# The KPI engine's modules compiled with Cython (only those changed; streams/compiled.py).
+compile: venv system-deps
+	$(BIN)/callpulse compile
+
 # Real services for the tests: Debian's ClickHouse, Prometheus and Alertmanager.
 system-deps:
 	@missing=""; \
 	command -v clickhouse-server >/dev/null || [ -x /usr/sbin/clickhouse-server ] || missing="$$missing clickhouse-server"; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v cc >/dev/null || missing="$$missing gcc libc6-dev"; \
 	command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
@@ -34,28 +39,29 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: venv system-deps lint
+test: venv system-deps lint compile
 	$(BIN)/python -m pytest
 
 # Tests on third-party data in ../shared/data (present in CI).
-test-data: venv
+test-data: venv compile
 	$(BIN)/python -m pytest -m shared_data
 
-demo: venv
+demo: venv compile
 	$(BIN)/callpulse demo $(if $(DURATION),--duration $(DURATION),)
 
 # callpulse side by side with naive faust, Quix Streams and raw aiokafka (docs/performance.md)
-bench: venv
+bench: venv compile
 	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/bench_peers.py --events $(or $(EVENTS),200000) --runs $(or $(RUNS),3)
 
 # the KPI engine alone: in-process, and one worker on single records and envelopes
-bench-engine: venv
+bench-engine: venv compile
 	$(BIN)/python benchmarks/bench_kpi_engine.py
 
 # RSS over a long run (default 10 million events, a line per million; EVENTS= to change)
-bench-memory: venv
+bench-memory: venv compile
 	$(BIN)/python benchmarks/bench_memory.py --events $(or $(EVENTS),10000000)
 
 clean:
+	[ ! -x $(BIN)/callpulse ] || $(BIN)/callpulse compile --clean
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -31,6 +31,7 @@ from callpulse.config import Settings  # noqa: E402
 from callpulse.embedded import EmbeddedBroker, free_port  # noqa: E402
 from callpulse.simulator import DEFAULT_QUEUES, QueueSpec, SimConfig, simulate  # noqa: E402
 from streams.app import tune_gc  # noqa: E402
+from streams.compiled import PURE_ENV, engine_mode  # noqa: E402
 from streams.kafka import EventProducer, ensure_topics  # noqa: E402
 from streams.merge import MergeParams  # noqa: E402
 from streams.pipeline import LocalPipeline  # noqa: E402
@@ -211,11 +212,17 @@ def run_in_process(evs: list, partitions: int) -> dict[str, float]:
     arrivals = arrivals_from_events(evs, partitions, final_watermark(evs))
     params = EngineParams()
     pipe = LocalPipeline(params, MergeParams.from_settings(Settings()), partitions)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     pipe.feed(arrivals, batch=5000)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     rate = len(evs) / elapsed
-    return {"events": len(evs), "events_per_s": rate, "end_to_end_per_s": rate, "kpi_records": len(pipe.records)}
+    return {
+        "events": len(evs),
+        "events_per_s": rate,
+        "end_to_end_per_s": rate,
+        "kpi_records": len(pipe.records),
+        "cpu_s": cpu,
+    }
 
 
 def main() -> None:
@@ -239,7 +246,7 @@ def main() -> None:
         f"(center x{args.scale}); logs in {logs}"
     )
     rows = [] if args.skip_in_process else [("engine in-process (no Kafka)", run_in_process(evs, args.partitions))]
-    for envelope in (int(x) for x in args.envelopes.split(",")):
+    for envelope in (int(x) for x in args.envelopes.split(",") if x):  # --envelopes '': in process only
         label = "worker, one event per record" if envelope == 1 else f"worker, envelopes of {envelope}"
         rows.append((label, run_worker(evs, args.partitions, envelope, logs)))
     head = f"{'path':36} {'events':>9} {'stage 1 ev/s':>13} {'end-to-end ev/s':>16} {'KPI records':>12}"
@@ -251,7 +258,8 @@ def main() -> None:
             f"{label:36} {r['events']:>9.0f} {r['events_per_s']:>13.0f} {r['end_to_end_per_s']:>16.0f} "
             f"{r['kpi_records']:>12.0f} {rss:>8} {cpu:>6}"
         )
-    print("(CPU s: the worker process from its start, start-up and group join included)")
+    print("(CPU s: the worker process from its start, start-up and group join included; in process: the feed alone)")
+    print(f"KPI engine: {engine_mode()} ({PURE_ENV}=1 for the sources)")
 
 
 if __name__ == "__main__":

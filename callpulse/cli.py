@@ -19,6 +19,21 @@ def main() -> None:
     """callpulse: real-time contact-center KPIs and early warnings."""
 
 
+@main.command("compile")
+@click.option("--force", is_flag=True, help="rebuild every module, changed or not")
+@click.option("--clean", "remove", is_flag=True, help="remove the built modules (the sources run again)")
+def compile_engine(force: bool, remove: bool) -> None:
+    """Compile the KPI engine's modules with Cython (those whose source changed)."""
+    from streams import compiled
+
+    if remove:
+        for path in compiled.clean():
+            click.echo(f"removed {path}")
+        return
+    built = compiled.build(force=force)
+    click.echo(f"compiled {len(built)} engine modules" + (f": {', '.join(built)}" if built else " (all current)"))
+
+
 # -- contracts ----------------------------------------------------------------------------------
 @main.group()
 def schema() -> None:
@@ -95,6 +110,7 @@ def worker(loglevel: str) -> None:
 
     from sinks.metrics import WorkerMetrics
     from streams.app import create_app, tune_gc
+    from streams.compiled import engine_mode
     from streams.kafka import ensure_topics
 
     settings = Settings()
@@ -104,6 +120,7 @@ def worker(loglevel: str) -> None:
         metrics.serve(settings.metrics_port, settings.metrics_host)
     app, _ = create_app(settings, metrics)
     tune_gc(settings)
+    click.echo(f"callpulse worker: KPI engine {engine_mode()}", err=True)
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 

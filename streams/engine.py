@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from schemas.events import EventBase
@@ -153,7 +154,7 @@ class KpiEngine:
             src.dirty_facts, src.gone_facts = set(), set()
             src.meta_dirty = False
             if src.guard_facts or src.guard_windows:
-                highest = max([*src.guard_facts.values(), *src.guard_windows.values()])
+                highest = max(chain(src.guard_facts.values(), src.guard_windows.values()))
                 if src.cur >= highest:
                     src.guard_facts, src.guard_windows = {}, {}
         return out
