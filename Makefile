@@ -20,7 +20,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The KPI engine's modules compiled with Cython (only those changed; streams/compiled.py).
-compile: venv system-deps
+compile: venv
+	@command -v cc >/dev/null || { echo "installing: gcc libc6-dev"; $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq gcc libc6-dev >/dev/null; }
 	$(BIN)/callpulse compile
 
 # Real services for the tests: Debian's ClickHouse, Prometheus and Alertmanager.
@@ -28,7 +30,6 @@ system-deps:
 	@missing=""; \
 	command -v clickhouse-server >/dev/null || [ -x /usr/sbin/clickhouse-server ] || missing="$$missing clickhouse-server"; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
-	command -v cc >/dev/null || missing="$$missing gcc libc6-dev"; \
 	command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
