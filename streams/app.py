@@ -142,8 +142,8 @@ class KpiWorker:
         n = self.engine.restore(partition, list(self.state.data.items()), now)
         self.restored.add(partition)
         upto = {s.topic: s.upto for s in self.engine.shards[partition].values()}
-        entries = orjson.dumps(upto).decode()
-        log.info("partition %d: restored %d state entries; applied up to offsets %s", partition, n, entries)
+        upto_json = orjson.dumps(upto).decode()
+        log.info("partition %d: restored %d state entries; applied up to offsets %s", partition, n, upto_json)
 
     # -- stage 1 -------------------------------------------------------------------------------
     async def process_batch(self, events: Sequence[faust.types.EventT]) -> None:

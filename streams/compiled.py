@@ -130,10 +130,10 @@ def build(force: bool = False) -> list[str]:
     from setuptools.command.build_ext import build_ext
 
     manifest = read_manifest()
-    todo = [m for m in MODULES if force or extension_of(m) is None or manifest.get(m) != source_hash(m)]
+    hashes = {m: source_hash(m) for m in MODULES}
+    todo = [m for m in MODULES if force or extension_of(m) is None or manifest.get(m) != hashes[m]]
     if not todo:
         return []
-    hashes = {m: source_hash(m) for m in todo}
     # -w: the C compiler's warnings are about Cython's generated code, not ours
     extensions = [Extension(m, [str(source_of(m).relative_to(ROOT))], extra_compile_args=["-w"]) for m in todo]
     cwd = Path.cwd()
@@ -161,7 +161,7 @@ def build(force: bool = False) -> list[str]:
         os.chdir(cwd)
     for m in todo:
         source_of(m).with_suffix(".c").unlink(missing_ok=True)  # generated C, not kept
-    manifest.update(hashes)
+    manifest.update({m: hashes[m] for m in todo})
     MANIFEST.write_text(json.dumps(dict(sorted(manifest.items())), indent=1) + "\n")
     return todo
 
