@@ -14,6 +14,7 @@ from streams.merge import MergeParams, WindowMerger
 from streams.pipeline import LocalPipeline, expected_sources, final_record
 from streams.reference import FAMILIES, Arrival, arrivals_from_events, recompute
 from streams.sources import EngineParams
+from tests.crashes import apply, durable
 from tests.kpicompare import differences
 
 SIZES = (60, 900, 3600)
@@ -214,25 +215,6 @@ def _feed(engine: KpiEngine, arrivals: list[Arrival], positions: list[tuple[str,
             engine.record(topic, p, offset, [a.event])
 
 
-def _durable(rng: random.Random, steps: list[list[Any]]) -> tuple[list[list[Any]], bool]:
-    """What of a batch's persist steps (each made durable before the next is sent) a crash lets
-    through: every step, or for 30 % of batches the steps before a random one and a random part
-    of it. Returns them and whether the batch crashed."""
-    crash_at = rng.randrange(len(steps)) if rng.random() < 0.3 else None
-    if crash_at is None:
-        return steps, False
-    return [*steps[:crash_at], steps[crash_at][: rng.randrange(len(steps[crash_at]) + 1)]], True
-
-
-def _apply(table: dict[str, Any], entries: Any) -> None:
-    """Table entries (key, value) as a changelog applies them: None deletes."""
-    for key, value in entries:
-        if value is None:
-            table.pop(key, None)
-        else:
-            table[key] = value
-
-
 @pytest.mark.parametrize("seed", [11, 12])
 def test_merge_stage_restarted_after_crashes_mid_persist_gives_the_same_records(seed: int) -> None:
     """Stage 2 crashed at any point of its persist order (halfway through its new values, its
@@ -267,9 +249,9 @@ def test_merge_stage_restarted_after_crashes_mid_persist_gives_the_same_records(
             records[rec.key()] = rec
         if merger.s.next_window is not None:
             merger.prune_history(merger.s.next_window)
-        steps, crashed = _durable(rng, [list(g.items()) for g in merger.persist_groups(merger.drain_state())])
+        steps, crashed = durable(rng, [list(g.items()) for g in merger.persist_groups(merger.drain_state())])
         for items in steps:
-            _apply(table, items)
+            apply(table, items)
         if not crashed:
             pos = committed = end
             continue
@@ -309,11 +291,11 @@ def test_sources_restarted_from_their_table_after_crashes_give_the_same_records(
         _feed(engine, arrivals[pos:end], positions[pos:end])
         engine.settle()
         drained = engine.drain()
-        steps, crashed = _durable(rng, [drained.messages, *(list(g.items()) for g in drained.groups())])
+        steps, crashed = durable(rng, [drained.messages, *(list(g.items()) for g in drained.groups())])
         for msg in steps[0]:  # the partial messages, sent first
             merger.on_message(msg)
         for items in steps[1:]:
-            _apply(table, ((key, value) for (_, key), value in items))
+            apply(table, ((key, value) for (_, key), value in items))
         records.extend(final_record(fw, params.thresholds, "answered_abandoned_no_short") for fw in merger.finalize())
         if not crashed:
             pos = committed = end

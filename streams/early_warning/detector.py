@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import astuple
+from itertools import groupby
 from typing import Any
 
 from schemas.records import KpiRecord, StaffingRecord, WarningLevel, WarningRecord
@@ -67,6 +68,8 @@ class EarlyWarningDetector:
         self.gaps: dict[tuple[str, str, str], StaffingGap] = {}  # latest per (rule, dimension, value)
         self.plans: dict[tuple[str, str, str], Forecast | None] = {}  # forecast of the running interval
         self.accuracy: dict[tuple[str, str, str], ForecastAccuracy] = {}
+        # the last interval recorded per staffing key: a replay after a crash records it once
+        self.staffed_upto: dict[tuple[str, str, str], float] = {}
         self._staffing_out: list[StaffingRecord] = []
         # the rolling windows by end time, as persisted: one entry per base window (written once,
         # deleted when no lookback needs it), not the whole lookback per dimension every batch
@@ -78,32 +81,34 @@ class EarlyWarningDetector:
         relevant = [r for r in records if r.window_size_s == self.base_s and r.dimension in self.dimensions]
         relevant.sort(key=lambda r: (r.window_start, r.dimension, r.dimension_value))
         out: list[WarningRecord] = []
-        fresh: list[tuple[Key, float]] = []
-        for i, r in enumerate(relevant):
-            key = (r.dimension, r.dimension_value)
-            t = r.window_end.timestamp()
-            rolling = self.rolling.setdefault(key, Rolling(self.keep_s))
-            if rolling.windows and t <= rolling.windows[-1].end:
-                continue  # seen before (a replay after a crash): observing twice would double-count
-            counts = WindowCounts.of(r, self.thresholds)
-            rolling.add(counts)
-            self._by_end.setdefault(int(t), {})[f"{r.dimension}\t{r.dimension_value}"] = counts
-            self._dirty.add(f"ew-win|{int(t)}")
-            fresh.append((key, t))
-            views: dict[int, LookbackKpis] = {}  # per lookback: rules sharing one share its sums
-            for rule in self.rules.threshold:
-                if r.dimension in rule.dimensions:
-                    out.extend(self._threshold(rule, key, rolling, t, views))
-            for srule in self.rules.seasonal:
-                if r.dimension in srule.dimensions:
-                    out.extend(self._seasonal(srule, key, rolling, r, t))
-            if i + 1 == len(relevant) or relevant[i + 1].window_start != r.window_start:
-                # staffing last: it reads the window's seasonal baseline, as the worker's batches do
-                for k, tk in fresh:
-                    for frule in self.rules.staffing:
-                        if k[0] in frule.dimensions:
-                            out.extend(self._staffing(frule, k, tk))
-                fresh = []
+        for _, window in groupby(relevant, key=lambda r: r.window_start):
+            fresh: list[tuple[Key, float]] = []
+            t = 0.0
+            for r in window:
+                key = (r.dimension, r.dimension_value)
+                t = r.window_end.timestamp()
+                rolling = self.rolling.setdefault(key, Rolling(self.keep_s))
+                if rolling.windows and t <= rolling.windows[-1].end:
+                    continue  # seen before (a replay after a crash): observing twice would double-count
+                counts = WindowCounts.of(r, self.thresholds)
+                rolling.add(counts)
+                self._by_end.setdefault(int(t), {})[f"{r.dimension}\t{r.dimension_value}"] = counts
+                self._dirty.add(f"ew-win|{int(t)}")
+                fresh.append((key, t))
+                views: dict[int, LookbackKpis] = {}  # per lookback: rules sharing one share its sums
+                for rule in self.rules.threshold:
+                    if r.dimension in rule.dimensions:
+                        out.extend(self._threshold(rule, key, rolling, t, views))
+                for srule in self.rules.seasonal:
+                    if r.dimension in srule.dimensions:
+                        out.extend(self._seasonal(srule, key, rolling, r, t))
+            # staffing last: it reads the window's seasonal baseline, as the worker's batches do
+            for k, tk in fresh:
+                for frule in self.rules.staffing:
+                    if k[0] in frule.dimensions:
+                        out.extend(self._staffing(frule, k, tk))
+            if fresh and (self.tracker.upto is None or t > self.tracker.upto):
+                self.tracker.upto = t  # every lifecycle has been stepped through this window
         if relevant:
             self._dirty.add("ew-tracker")  # open warnings and streak counters
         return out
@@ -201,7 +206,9 @@ class EarlyWarningDetector:
         base = self.baselines.get((rule.forecast_rule, *key)) if rule.forecast_rule else None
         windows = [w for w in self.rolling[key].windows if w.end <= t]
         fc = forecast(base, t, t + rule.interval_s) if base else None  # the next interval
-        if t % rule.interval_s == 0:  # a planning interval closed: record it, plan the next one
+        closed = t % rule.interval_s == 0 and t > self.staffed_upto.get(skey, float("-inf"))
+        if closed:  # a planning interval closed (not before a crash): record it, plan the next one
+            self.staffed_upto[skey] = t
             start = t - rule.interval_s
             plan = self.plans.get(skey)
             plan = plan if plan is not None and plan.start == start else None
@@ -287,16 +294,17 @@ class EarlyWarningDetector:
 
     # -- state ----------------------------------------------------------------------------------
     def drain_state(self) -> dict[str, Any]:
-        """Entries changed since the last drain (key -> JSON value)."""
-        out: dict[str, Any] = dict.fromkeys(self._retired)
-        self._retired.clear()
-        if self._by_end:
-            newest = max(self._by_end)
-            for end in [e for e in self._by_end if e <= newest - self.keep_s]:
-                del self._by_end[end]
-                self._dirty.discard(f"ew-win|{end}")
-                out[f"ew-win|{end}"] = None
-        for k in sorted(self._dirty):
+        """Entries changed since the last drain (key -> JSON value; None deletes), in the order
+        they must be written: a crash lets a prefix of them through (one changelog partition),
+        and the restarted worker observes the same windows again. Each part skips what its own
+        entry already holds (``staffed_upto``, the tracker's ``upto``, a baseline's ``upto`` and
+        ``committed``, the rolling windows' ends), so a part replayed must read its inputs as
+        they were: the staffing plans and the warning lifecycles come before the seasonal
+        baselines they read, each baseline's profile before its open slot, the rolling windows
+        after every part, and the deletions last (an evaluation replayed reads the whole lookback)."""
+        out: dict[str, Any] = {}
+        order = ("ew-staff", "ew-tracker", "ew-prof", "ew-base", "ew-win")
+        for k in sorted(self._dirty, key=lambda k: (order.index(k.split("|", 1)[0]), k)):
             kind, *rest = k.split("|")
             if kind == "ew-win":
                 out[k] = {dk: w.dump() for dk, w in self._by_end[int(rest[0])].items()}
@@ -308,14 +316,26 @@ class EarlyWarningDetector:
                 skey = (rest[0], rest[1], rest[2])
                 plan = self.plans.get(skey)
                 acc = self.accuracy.get(skey) or ForecastAccuracy()
-                out[k] = {"plan": None if plan is None else list(astuple(plan)), "accuracy": acc.dump()}
+                out[k] = {
+                    "plan": None if plan is None else list(astuple(plan)),
+                    "accuracy": acc.dump(),
+                    "upto": self.staffed_upto.get(skey),
+                }
             else:
                 out[k] = self.tracker.dump()
         self._dirty.clear()
+        out.update(dict.fromkeys(self._retired))
+        self._retired.clear()
+        if self._by_end:
+            newest = max(self._by_end)
+            for end in [e for e in self._by_end if e <= newest - self.keep_s]:
+                del self._by_end[end]
+                out[f"ew-win|{end}"] = None
         return out
 
     def load_state(self, entries: Iterable[tuple[str, Any]]) -> None:
         entries = sorted(entries, key=lambda kv: (kv[0].startswith("ew-win|"), _win_end(kv[0])))
+        baselines: dict[tuple[str, str, str], list[Any]] = {}  # -> [profile, open slot]: loaded together
         for k, v in entries:
             if v is None:
                 continue  # a deletion
@@ -339,17 +359,21 @@ class EarlyWarningDetector:
                     self._by_end.setdefault(int(counts.end), {})[f"{rest[0]}\t{rest[1]}"] = counts
                     self._dirty.add(f"ew-win|{int(counts.end)}")
             elif kind in ("ew-base", "ew-prof"):
-                rule = next((r for r in self.rules.seasonal if r.name == rest[0]), None)
-                if rule is None:
-                    continue  # a rule that was removed from the configuration
-                b = self.baselines.setdefault((rest[0], rest[1], rest[2]), self._baseline(rule))
-                b.load(v if kind == "ew-prof" else None, v if kind == "ew-base" else None)
+                parts = baselines.setdefault((rest[0], rest[1], rest[2]), [None, None])
+                parts[kind == "ew-base"] = v
             elif kind == "ew-staff":
                 skey = (rest[0], rest[1], rest[2])
                 self.plans[skey] = None if v["plan"] is None else Forecast(*v["plan"])
                 self.accuracy[skey] = ForecastAccuracy.load(v["accuracy"])
+                if v.get("upto") is not None:
+                    self.staffed_upto[skey] = v["upto"]
             elif kind == "ew-tracker":
                 self.tracker.load(v)
+        for bkey, (profile, recent) in baselines.items():
+            rule = next((r for r in self.rules.seasonal if r.name == bkey[0]), None)
+            if rule is not None:  # else a rule that was removed from the configuration
+                self.baselines[bkey] = b = self._baseline(rule)
+                b.load(profile, recent)
 
     @staticmethod
     def owns(key: str) -> bool:

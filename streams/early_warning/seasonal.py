@@ -10,6 +10,12 @@ not anomalous), so a generally busier day does not alarm. Expected volume over a
 over its windows of ``profile[slot] * level``. Cold start: a slot is trusted only with at least
 ``min_weeks`` weeks of history; until then nothing is judged, and the detector says so.
 
+Persisted as two entries: the profile (with the level and dispersion, which change only when a
+slot is committed) is written when it changed, the open slot every window; the worker sends the
+profile first. ``upto`` (the last window observed) and ``committed`` (the last slot committed)
+make a replay after a crash idempotent whichever of the two entries became durable: a window
+already observed, or a slot already in the profile, is not counted again.
+
 Deviation: ``ratio = observed / expected`` and a variance-stabilised z-score (``deviation``):
 counts are roughly Poisson, plus the over-dispersion learned from past slots and the uncertainty
 of the profile (large while a slot has little history).
@@ -52,6 +58,8 @@ class SeasonalBaseline:
     level: float = 1.0
     dispersion: float = 1.0  # variance / mean of a slot's volume beyond Poisson, learned
     acc: list[float] = field(default_factory=lambda: [-1, 0.0, 0.0])  # open slot: [slot start, volume, windows]
+    upto: float | None = None  # start of the last window observed
+    committed: float | None = None  # start of the last slot committed to the profile
     profile_changed: bool = False
 
     # -- expectations ---------------------------------------------------------------------------
@@ -87,7 +95,10 @@ class SeasonalBaseline:
     # -- learning -------------------------------------------------------------------------------
     def observe(self, t: float, volume: float) -> None:
         """One base window starting at ``t`` with ``volume`` contacts. Accumulates the open slot;
-        a finished slot is committed to the profile."""
+        a finished slot is committed to the profile. A window observed before is ignored."""
+        if self.upto is not None and t <= self.upto:
+            return
+        self.upto = t
         slot_start = t - ((t + _MONDAY_OFFSET) % self.slot_s)
         if slot_start != self.acc[0]:
             self._commit()
@@ -97,8 +108,9 @@ class SeasonalBaseline:
 
     def _commit(self) -> None:
         start, volume, windows = self.acc
-        if start < 0 or windows == 0:
-            return
+        if start < 0 or windows == 0 or (self.committed is not None and start <= self.committed):
+            return  # nothing, or a slot the durable profile already has (a replay after a crash)
+        self.committed = start
         slot = slot_of(start, self.slot_s)
         per_window = volume / windows
         prof = self.profile(slot)
@@ -119,15 +131,29 @@ class SeasonalBaseline:
         self.profile_changed = True
 
     # -- state ----------------------------------------------------------------------------------
-    def dump_profile(self) -> dict[str, list[float]]:
-        return {str(k): v for k, v in self.history.items()}
+    def dump_profile(self) -> dict[str, Any]:
+        return {
+            "slots": {str(k): v for k, v in self.history.items()},
+            "committed": self.committed,
+            "level": self.level,
+            "dispersion": self.dispersion,
+        }
 
     def dump_recent(self) -> list[Any]:
-        return [self.level, self.dispersion, *self.acc]
+        return [self.level, self.dispersion, *self.acc, self.upto]
 
-    def load(self, profile: dict[str, list[float]] | None, recent: list[Any] | None) -> None:
-        if profile is not None:
-            self.history = {int(k): [float(x) for x in v] for k, v in profile.items()}
+    def load(self, profile: dict[str, Any] | None, recent: list[Any] | None) -> None:
+        """From ``dump_profile`` and ``dump_recent`` (either may be missing). A profile of the
+        earlier layout is the slots alone, and its level and dispersion are the open slot's."""
         if recent is not None:
             self.level, self.dispersion = float(recent[0]), float(recent[1])
             self.acc = [float(x) for x in recent[2:5]]
+            self.upto = recent[5] if len(recent) > 5 else None
+        if profile is not None:
+            slots = profile.get("slots", profile)
+            self.history = {int(k): [float(x) for x in v] for k, v in slots.items()}
+            if "slots" in profile:
+                # the profile is as new as the last commit, the open slot maybe older (a crash
+                # between the two entries): the level and dispersion of that commit are these
+                self.committed = profile["committed"]
+                self.level, self.dispersion = float(profile["level"]), float(profile["dispersion"])

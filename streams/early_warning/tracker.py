@@ -7,6 +7,11 @@ it (to the lowest level seen during that streak), and de-escalates or resolves a
 ``clear_windows`` consecutive evaluations whose ``hold`` is below the current level. Every
 change is a ``WarningRecord``; the warning id is deterministic (rule, dimension, start), so a
 replay after a crash produces the same records and ClickHouse keeps them once.
+
+``upto`` is the end of the last base window every lifecycle has been stepped through (the
+detector advances it): a step for a window at or before it is a replay after a crash whose
+tracker entry was already durable, and changes nothing. Without it, the streaks of a replayed
+window would count twice.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ def _dt(t: float) -> datetime:
 class WarningTracker:
     def __init__(self) -> None:
         self.states: dict[tuple[str, str, str], WarningState] = {}
+        self.upto: float | None = None
 
     def is_open(self, rule: str, dimension: str, value: str) -> bool:
         s = self.states.get((rule, dimension, value))
@@ -68,6 +74,8 @@ class WarningTracker:
         for_windows: int,
         clear_windows: int,
     ) -> WarningRecord | None:
+        if self.upto is not None and t <= self.upto:
+            return None  # stepped through before a crash (see the module docstring)
         key = (rule, dimension, value)
         s = self.states.setdefault(key, WarningState())
         enter, hold = RANK[ev.enter], max(RANK[ev.hold], RANK[ev.enter])
@@ -117,10 +125,13 @@ class WarningTracker:
             self.states.pop(key, None)
         return record
 
-    def dump(self) -> list[Any]:
-        return [[*k, asdict(s)] for k, s in self.states.items()]
+    def dump(self) -> dict[str, Any]:
+        return {"upto": self.upto, "states": [[*k, asdict(s)] for k, s in self.states.items()]}
 
-    def load(self, items: list[Any]) -> None:
+    def load(self, data: dict[str, Any] | list[Any]) -> None:
+        """From ``dump``; a plain list of states is the layout before ``upto`` (no replay guard)."""
+        items = data if isinstance(data, list) else data["states"]
+        self.upto = None if isinstance(data, list) else data["upto"]
         self.states = {(r, d, v): WarningState(**s) for r, d, v, s in items}
 
 
