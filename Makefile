@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DURATION ?=
 SYSTEM_PACKAGES := clickhouse-server prometheus prometheus-alertmanager
 
-.PHONY: demo test test-data lint bench bench-engine bench-memory system-deps venv compile clean
+.PHONY: demo test test-data lint bench bench-engine bench-memory bench-instructions system-deps venv compile clean
 
 venv: $(STAMP)
 
@@ -62,6 +62,12 @@ bench-engine: venv compile
 # RSS over a long run (default 10 million events, a line per million; EVENTS= to change)
 bench-memory: venv compile
 	$(BIN)/python benchmarks/bench_memory.py --events $(or $(EVENTS),10000000)
+
+# instructions per event of the engine under valgrind: a figure the machine's load does not move
+bench-instructions: venv compile
+	@command -v valgrind >/dev/null || { echo "installing: valgrind"; $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq valgrind >/dev/null; }
+	$(BIN)/python benchmarks/bench_instructions.py --events $(or $(EVENTS),20000)
 
 clean:
 	[ ! -x $(BIN)/callpulse ] || $(BIN)/callpulse compile --clean

@@ -11,6 +11,7 @@ No I/O here; ``to_dict``/``from_dict`` give a compact JSON form for changelogs a
 from __future__ import annotations
 
 from collections.abc import Iterable
+from math import ceil, log
 from typing import Any
 
 from ddsketch.mapping import LogarithmicMapping
@@ -88,6 +89,10 @@ def wait_bucket(wait_seconds: float | None) -> str:
 
 
 _MAPPING = LogarithmicMapping(SKETCH_ACCURACY)
+# ``_MAPPING.key(v)`` is ``int(ceil(log2(v) * multiplier) + offset)`` (its documented attributes):
+# inlined with the same operations, the keys are the library's (property-tested), without two
+# method calls per value
+_MIN_VALUE, _MULTIPLIER, _OFFSET = _MAPPING.min_possible, _MAPPING._multiplier, _MAPPING._offset
 
 
 class Sketch:
@@ -114,8 +119,8 @@ class Sketch:
 
     def add(self, value: float) -> None:
         value = max(value, 0.0)
-        if value > _MAPPING.min_possible:
-            key = _MAPPING.key(value)
+        if value > _MIN_VALUE:
+            key = int(ceil(log(value, 2) * _MULTIPLIER) + _OFFSET)
             self.bins[key] = self.bins.get(key, 0) + 1
         else:
             self.zero += 1
@@ -170,17 +175,15 @@ class Sketch:
         return out
 
     def to_state(self) -> dict[str, Any]:
-        """Compact JSON: the non-empty key range as a dense list (the form earlier versions
-        wrote from the library's dense store, so their changelogs still load)."""
-        bins: list[int] = []
-        lo = 0
-        if self.bins:
-            lo, hi = min(self.bins), max(self.bins)
-            get = self.bins.get
-            bins = [get(k, 0) for k in range(lo, hi + 1)]
+        """Compact JSON: the non-empty buckets as sorted keys and their counts. A few values
+        of durations from minutes to days span hundreds of buckets: the dense list earlier
+        versions wrote (``lo`` and ``b``, still read) was most of a ticket partial's size and
+        of its serialisation time."""
+        keys = sorted(self.bins)
+        bins = self.bins
         return {
-            "lo": lo,
-            "b": bins,
+            "k": keys,
+            "c": [bins[k] for k in keys],
             "z": self.zero,
             "n": self.count,
             "s": self.sum,
@@ -191,8 +194,11 @@ class Sketch:
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> Sketch:
         sk = cls()
-        lo = data["lo"]
-        sk.bins = {lo + i: int(c) for i, c in enumerate(data["b"]) if c}
+        if "k" in data:
+            sk.bins = dict(zip(data["k"], data["c"], strict=True))
+        else:  # the dense layout before 2026-11-28
+            lo = data["lo"]
+            sk.bins = {lo + i: int(c) for i, c in enumerate(data["b"]) if c}
         sk.zero = int(data["z"])
         sk.count = int(data["n"])
         sk.sum = data["s"]
@@ -212,7 +218,20 @@ class KpiPartial:
 
     # Counters default to the class-level 0 (set below) and live in the instance dict only once
     # touched: a partial usually holds a handful of the ~40 counters, and merging, serialising
-    # and emptiness checks then iterate only those.
+    # and emptiness checks then iterate only those. Everything else has a slot, so the instance
+    # dict holds the touched counters and nothing else.
+    __slots__ = (
+        "__dict__",
+        "abandoned_within",
+        "answered_within",
+        "csat_wait",
+        "deltas",
+        "frt",
+        "levels",
+        "longest_wait",
+        "not_ready_reasons",
+        "resolution",
+    )
 
     def __init__(self, n_thresholds: int) -> None:
         self.answered_within = [0] * n_thresholds
@@ -249,7 +268,7 @@ class KpiPartial:
 
     # -- merging ---------------------------------------------------------------------------
     def _sums(self) -> list[tuple[str, float]]:
-        return [(k, v) for k, v in self.__dict__.items() if k in _SUM_SET and v]
+        return [(k, v) for k, v in self.__dict__.items() if v]  # the dict holds counters only
 
     def merge(self, other: KpiPartial) -> KpiPartial:
         """Add ``other`` (same window, another source) into self. Associative, commutative."""
@@ -370,16 +389,12 @@ class KpiPartial:
         p.csat_wait = {b: list(v) for b, v in self.csat_wait.items()}
         return p
 
-    def is_empty(self) -> bool:
-        return not (
-            self._sums()
-            or any(any(getattr(self, n)) for n in THRESHOLD_SUMS)
-            or self.longest_wait is not None
-            or self.deltas
-            or self.csat_wait
-            or self.frt is not None
-            or self.resolution is not None
-        )
+    def to_message(self) -> dict[str, Any] | None:
+        """``to_dict``, or None when the partial holds nothing but pause reasons or absolute
+        levels (what a closing window leaves out of its message: one serialisation, no second
+        pass over the counters to decide)."""
+        d = self.to_dict()
+        return None if _NOT_COUNTED.issuperset(d) else d
 
     # -- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -423,5 +438,6 @@ class KpiPartial:
 
 
 _SUM_SET = frozenset(SUMS)
+_NOT_COUNTED = frozenset({"not_ready_reasons", "levels"})
 for _name in SUMS:
     setattr(KpiPartial, _name, 0)

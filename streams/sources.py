@@ -347,13 +347,13 @@ class Source:
         self.messages.append({"source": self.id, "closed": target})
 
     def window_message(self, w: OpenWindow) -> dict[str, Any]:
-        return {
-            "source": self.id,
-            "window": w.start,
-            "closed": w.start + self.p.base,
-            "parts": {k: p.to_dict() for k, p in w.parts.items() if not p.is_empty()},
-            "firsts": w.firsts,
-        }
+        parts = {}
+        for k, p in w.parts.items():
+            d = p.to_message()
+            if d is not None:
+                parts[k] = d
+        end = w.start + self.p.base
+        return {"source": self.id, "window": w.start, "closed": end, "parts": parts, "firsts": w.firsts}
 
     def window(self, ts: float) -> OpenWindow | None:
         """The open window for ``ts`` to write into, or None when a replay finds it done."""

@@ -86,11 +86,18 @@ class ErlangC:
             raise ValueError("the service level target is a ratio between 0 and 1")
         if self.volume == 0:
             return 0
-        n = math.floor(self.load) + 1
+        load = self.load
+        n = math.floor(load) + 1
         if max_occupancy is not None:
-            n = max(n, math.ceil(Fraction(str(self.load)) / Fraction(str(max_occupancy))))
-        while self.service_level(n, target_s) < sl_target:
+            n = max(n, math.ceil(Fraction(str(load)) / Fraction(str(max_occupancy))))
+        if load == 0:
+            return n  # no handle time: every contact is answered at once
+        # service_level(n) for n, n + 1, ... with Erlang B carried from one n to the next: the
+        # same operations as erlang_b, erlang_c and service_level, without the recursion anew
+        b = erlang_b(n, load)
+        while 1.0 - n * b / (n - load * (1 - b)) * math.exp(-(n - load) * target_s / self.aht_s) < sl_target:
             n += 1
+            b = load * b / (n + load * b)
         return n
 
 

@@ -205,3 +205,19 @@ def test_merging_a_serialised_partial_equals_merging_the_partial(a: KpiPartial, 
     right = KpiPartial.from_dict(a.to_dict(), N).merge_state(state)
     assert canon(left) == canon(right)
     assert left.to_dict() == right.to_dict()
+
+
+def test_sketch_state_of_the_dense_layout_loads() -> None:
+    """Changelogs written before the sparse sketch state hold the bucket range as a dense list."""
+    from streams.partial import Sketch
+
+    sk = Sketch()
+    for v in (0.0, 30.0, 31.0, 3600.0, 86_400.0 * 3):
+        sk.add(v)
+    lo, hi = min(sk.bins), max(sk.bins)
+    dense = {**sk.to_state(), "lo": lo, "b": [sk.bins.get(k, 0) for k in range(lo, hi + 1)]}
+    del dense["k"], dense["c"]
+    assert len(dense["b"]) > 400 and len(sk.to_state()["k"]) == 4  # zero has its own counter
+    loaded = Sketch.from_state(dense)
+    assert (loaded.bins, loaded.zero, loaded.count, loaded.min, loaded.max) == (sk.bins, 1, 5, 0.0, 259_200.0)
+    assert loaded.quantiles((0.5, 0.9)) == sk.quantiles((0.5, 0.9))

@@ -9,6 +9,8 @@ from fractions import Fraction
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from callpulse.cli import main
 from streams.staffing import ErlangA, ErlangC, Unstable, erlang_c, scheduled_agents
@@ -54,6 +56,31 @@ def test_erlang_c_equals_pyworkforce(volume: int, aht_s: int, target_s: int, sl:
     assert ours.service_level(n, target_s) == pytest.approx(theirs["service_level"], rel=1e-9)
     assert ours.wait_probability(n) == pytest.approx(theirs["waiting_probability"], rel=1e-9)
     assert ours.occupancy(n) == pytest.approx(theirs["occupancy"], rel=1e-12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.floats(0.1, 5000),
+    st.floats(1, 1200),
+    st.sampled_from([10, 20, 30, 60]),
+    st.floats(0.05, 0.99),
+    st.one_of(st.none(), st.floats(0.5, 0.99)),
+)
+def test_required_agents_is_the_first_staffing_that_meets_the_target(
+    volume: float, aht_s: float, target_s: int, sl: float, max_occ: float | None
+) -> None:
+    """The search carries Erlang B from one staffing level to the next; the answer is the
+    definition's: the fewest agents whose service level (computed from scratch) meets the
+    target, within the occupancy cap."""
+    traffic = ErlangC(volume, 900, aht_s)
+    n = traffic.required_agents(sl, target_s, max_occ)
+    first = math.floor(traffic.load) + 1
+    if max_occ is not None:
+        first = max(first, math.ceil(Fraction(str(traffic.load)) / Fraction(str(max_occ))))
+    k = first
+    while traffic.service_level(k, target_s) < sl:
+        k += 1
+    assert n == k
 
 
 def test_edge_cases() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import astuple
 from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 from schemas.records import KpiRecord, StaffingRecord, WarningLevel, WarningRecord
@@ -25,6 +26,7 @@ from streams.early_warning.tracker import Evaluation, WarningTracker
 from streams.forecast import Forecast, ForecastAccuracy, forecast
 
 Key = tuple[str, str]  # (dimension, value)
+_OFFERED = attrgetter("offered")
 
 # the three-level emergency plan a surge warning names
 EMERGENCY_PLAN = {
@@ -152,7 +154,7 @@ class EarlyWarningDetector:
         self._dirty.add(f"ew-base|{rule.name}|{key[0]}|{key[1]}")
         start = t - rule.lookback_s
         windows = rolling.over(rule.lookback_s, t)
-        observed = float(sum(w.offered for w in windows))
+        observed = float(sum(map(_OFFERED, windows)))
         out: list[WarningRecord] = []
         where = "all" if key[0] == "all" else f"{key[0]} {key[1]}"
         if len(windows) * self.base_s < rule.lookback_s or not base.trusted(start, t):
@@ -204,7 +206,8 @@ class EarlyWarningDetector:
     def _staffing(self, rule: StaffingRule, key: Key, t: float) -> list[WarningRecord]:
         skey = (rule.name, *key)
         base = self.baselines.get((rule.forecast_rule, *key)) if rule.forecast_rule else None
-        windows = [w for w in self.rolling[key].windows if w.end <= t]
+        kept = self.rolling[key].windows
+        windows = list(kept) if kept[-1].end <= t else [w for w in kept if w.end <= t]
         fc = forecast(base, t, t + rule.interval_s) if base else None  # the next interval
         closed = t % rule.interval_s == 0 and t > self.staffed_upto.get(skey, float("-inf"))
         if closed:  # a planning interval closed (not before a crash): record it, plan the next one

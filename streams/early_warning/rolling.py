@@ -10,7 +10,10 @@ summed counts, with the same formulas as ``streams/kpis.py`` (service level thro
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from itertools import islice
+from operator import attrgetter
 from typing import Any
 
 from schemas.records import KpiRecord
@@ -96,7 +99,16 @@ class Rolling:
             self.windows.popleft()
 
     def over(self, lookback_s: int, now: float) -> list[WindowCounts]:
-        return [w for w in self.windows if w.end > now - lookback_s]
+        return ending_after(self.windows, now - lookback_s)
+
+
+def ending_after(windows: Sequence[WindowCounts], cut: float) -> list[WindowCounts]:
+    """The windows that end after ``cut``, in order: a suffix, since windows are kept in end
+    order, found from the end (a lookback of 15 minutes reads 15 windows, not the hour kept)."""
+    i = len(windows)
+    while i and windows[i - 1].end > cut:
+        i -= 1
+    return list(islice(windows, i, None))
 
 
 class LookbackKpis:
@@ -111,7 +123,8 @@ class LookbackKpis:
     def _sum(self, name: str) -> float:
         total = self._sums.get(name)
         if total is None:
-            total = self._sums[name] = sum(getattr(w, name) for w in self.w)
+            # the same additions in the same order as a generator, looped in C
+            total = self._sums[name] = sum(map(attrgetter(name), self.w))
         return total
 
     def value(self, kpi: str, threshold_s: int | None = None) -> float | None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from schemas.records import StaffingRecord
-from streams.early_warning.rolling import LookbackKpis, WindowCounts
+from streams.early_warning.rolling import LookbackKpis, WindowCounts, ending_after
 from streams.early_warning.rules import StaffingRule
 from streams.forecast import Forecast
 from streams.staffing import ErlangC
@@ -92,7 +92,7 @@ def evaluate_gap(
     """The gap at time ``t`` (a base window end) from the dimension value's recent windows."""
 
     def over(lookback: int) -> list[WindowCounts]:
-        return [w for w in windows if w.end > t - lookback]
+        return ending_after(windows, t - lookback)
 
     staffed_w = over(rule.staffed_lookback_s)
     load_w = over(rule.load_lookback_s)
