@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import astuple
 from itertools import groupby
-from operator import attrgetter
 from typing import Any
 
 from schemas.records import KpiRecord, StaffingRecord, WarningLevel, WarningRecord
@@ -26,7 +25,6 @@ from streams.early_warning.tracker import Evaluation, WarningTracker
 from streams.forecast import Forecast, ForecastAccuracy, forecast
 
 Key = tuple[str, str]  # (dimension, value)
-_OFFERED = attrgetter("offered")
 
 # the three-level emergency plan a surge warning names
 EMERGENCY_PLAN = {
@@ -154,7 +152,7 @@ class EarlyWarningDetector:
         self._dirty.add(f"ew-base|{rule.name}|{key[0]}|{key[1]}")
         start = t - rule.lookback_s
         windows = rolling.over(rule.lookback_s, t)
-        observed = float(sum(map(_OFFERED, windows)))
+        observed = float(sum(w.offered for w in windows))
         out: list[WarningRecord] = []
         where = "all" if key[0] == "all" else f"{key[0]} {key[1]}"
         if len(windows) * self.base_s < rule.lookback_s or not base.trusted(start, t):

@@ -13,7 +13,6 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from itertools import islice
-from operator import attrgetter
 from typing import Any
 
 from schemas.records import KpiRecord
@@ -123,8 +122,7 @@ class LookbackKpis:
     def _sum(self, name: str) -> float:
         total = self._sums.get(name)
         if total is None:
-            # the same additions in the same order as a generator, looped in C
-            total = self._sums[name] = sum(map(attrgetter(name), self.w))
+            total = self._sums[name] = sum(getattr(w, name) for w in self.w)
         return total
 
     def value(self, kpi: str, threshold_s: int | None = None) -> float | None:

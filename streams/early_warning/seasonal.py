@@ -133,7 +133,7 @@ class SeasonalBaseline:
     # -- state ----------------------------------------------------------------------------------
     def dump_profile(self) -> dict[str, Any]:
         return {
-            "slots": {str(k): v for k, v in self.history.items()},
+            "slots": {str(k): list(v) for k, v in self.history.items()},  # copies: they change in place
             "committed": self.committed,
             "level": self.level,
             "dispersion": self.dispersion,
