@@ -42,7 +42,6 @@ def run_engine(arrivals_path: str, stage: str) -> None:
     from callpulse.config import Settings
     from streams.app import tune_gc
     from streams.early_warning.detector import EarlyWarningDetector
-    from streams.early_warning.rules import load_rules
     from streams.merge import MergeParams
     from streams.pipeline import LocalPipeline, final_record
     from streams.sources import EngineParams
@@ -53,9 +52,7 @@ def run_engine(arrivals_path: str, stage: str) -> None:
     tune_gc(s)
     if stage == "start-up":
         return
-    detector = EarlyWarningDetector(
-        load_rules(s.warning_rules), s.base_window_s, tuple(s.sl_thresholds_s), s.sl_default_variant
-    )
+    detector = EarlyWarningDetector.from_settings(s)
 
     class Measured(LocalPipeline):
         def flush(self) -> list:
@@ -129,8 +126,6 @@ def main() -> None:
     path = logs / "arrivals.pkl"
     with open(path, "wb") as f:
         pickle.dump(list(arrivals_from_events(evs, 4, final_watermark(evs))), f)
-    import streams.sources  # noqa: F401  (an engine module, for the mode line)
-
     print(f"{len(evs)} events of the large center; KPI engine: {engine_mode()}; valgrind output in {logs}")
     counts = {}
     for stage in STAGES:

@@ -34,7 +34,6 @@ from callpulse.simulator import SimConfig, simulate  # noqa: E402
 from schemas.events import TicketEvent, TicketEventKind  # noqa: E402
 from streams.app import tune_gc  # noqa: E402
 from streams.early_warning.detector import EarlyWarningDetector  # noqa: E402
-from streams.early_warning.rules import load_rules  # noqa: E402
 from streams.merge import MergeParams  # noqa: E402
 from streams.pipeline import LocalPipeline  # noqa: E402
 from streams.reference import arrivals_from_events  # noqa: E402
@@ -110,9 +109,7 @@ def main() -> None:
     tune_gc(s)  # the worker's garbage collector settings
     params = EngineParams.from_settings(s)
     pipe = DroppingPipeline(params, MergeParams.from_settings(s), args.partitions)
-    pipe.detector = EarlyWarningDetector(
-        load_rules(s.warning_rules), s.base_window_s, tuple(s.sl_thresholds_s), s.sl_default_variant
-    )
+    pipe.detector = EarlyWarningDetector.from_settings(s)
     fed, next_mark, busy = 0, args.every, 0.0
     head = f"{'events':>11} {'sim days':>8} {'RSS MiB':>8} {'facts':>9} {'customers':>9} {'records':>10} {'ev/s':>7}"
     print(head, flush=True)

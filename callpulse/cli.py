@@ -591,7 +591,7 @@ def backtest(path: Path, labels: Path, allowance: float, lookback_windows: int, 
         )
     else:
         records = _replay(path, s)
-        detector = EarlyWarningDetector(rules, s.base_window_s, tuple(s.sl_thresholds_s), s.sl_default_variant)
+        detector = EarlyWarningDetector.from_settings(s, rules)
     warnings = run_detector(detector, records)
     report = score(warnings, load_incidents(labels, path), span_days(records), allowance)
     if as_json:

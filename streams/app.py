@@ -115,8 +115,7 @@ class KpiWorker:
         return WindowMerger(params, expected_sources(s.topics.inputs(), s.partitions))
 
     def _new_detector(self) -> EarlyWarningDetector:
-        s = self.settings
-        return EarlyWarningDetector(self.rules, s.base_window_s, self.thresholds, s.sl_default_variant)
+        return EarlyWarningDetector.from_settings(self.settings, self.rules)
 
     # -- assignment ----------------------------------------------------------------------------
     def _recovered(self) -> bool:

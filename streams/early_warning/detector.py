@@ -17,8 +17,16 @@ from itertools import groupby
 from typing import Any
 
 from schemas.records import KpiRecord, StaffingRecord, WarningLevel, WarningRecord
-from streams.early_warning.rolling import LookbackKpis, Rolling, WindowCounts
-from streams.early_warning.rules import LEVELS, RuleSet, SeasonalRule, StaffingRule, ThresholdRule, band_levels
+from streams.early_warning.rolling import LookbackKpis, Rolling, WindowCounts, ending_after
+from streams.early_warning.rules import (
+    LEVELS,
+    RuleSet,
+    SeasonalRule,
+    StaffingRule,
+    ThresholdRule,
+    band_levels,
+    load_rules,
+)
 from streams.early_warning.seasonal import SeasonalBaseline, deviation
 from streams.early_warning.staffing_gap import StaffingGap, evaluate_gap, interval_record
 from streams.early_warning.tracker import Evaluation, WarningTracker
@@ -75,6 +83,14 @@ class EarlyWarningDetector:
         # deleted when no lookback needs it), not the whole lookback per dimension every batch
         self._by_end: dict[int, dict[str, WindowCounts]] = {}
         self._retired: set[str] = set()  # entries of earlier versions' layout, to delete
+
+    @classmethod
+    def from_settings(cls, s: Any, rules: RuleSet | None = None) -> EarlyWarningDetector:
+        """The detector the worker runs: base window, thresholds and service-level variant of the
+        settings, and their rules file (``CALLPULSE_WARNING_RULES``) unless ``rules`` is given."""
+        if rules is None:
+            rules = load_rules(s.warning_rules)
+        return cls(rules, s.base_window_s, tuple(s.sl_thresholds_s), s.sl_default_variant)
 
     # -- feeding --------------------------------------------------------------------------------
     def observe(self, records: Iterable[KpiRecord]) -> list[WarningRecord]:
@@ -204,8 +220,7 @@ class EarlyWarningDetector:
     def _staffing(self, rule: StaffingRule, key: Key, t: float) -> list[WarningRecord]:
         skey = (rule.name, *key)
         base = self.baselines.get((rule.forecast_rule, *key)) if rule.forecast_rule else None
-        kept = self.rolling[key].windows
-        windows = list(kept) if kept[-1].end <= t else [w for w in kept if w.end <= t]
+        windows = list(self.rolling[key].windows)  # t is the newest: staffing runs at its window's end
         fc = forecast(base, t, t + rule.interval_s) if base else None  # the next interval
         closed = t % rule.interval_s == 0 and t > self.staffed_upto.get(skey, float("-inf"))
         if closed:  # a planning interval closed (not before a crash): record it, plan the next one
@@ -214,7 +229,7 @@ class EarlyWarningDetector:
             plan = self.plans.get(skey)
             plan = plan if plan is not None and plan.start == start else None
             acc = self.accuracy.setdefault(skey, ForecastAccuracy())
-            mine = [w for w in windows if w.end > start]
+            mine = ending_after(windows, start)
             if plan is not None:
                 acc.add(plan.volume, sum(w.offered for w in mine))
             self._staffing_out.append(
