@@ -42,6 +42,7 @@ def run_engine(arrivals_path: str, stage: str) -> None:
     from callpulse.config import Settings
     from streams.app import tune_gc
     from streams.early_warning.detector import EarlyWarningDetector
+    from streams.engine import messages_of, partial_records
     from streams.merge import MergeParams
     from streams.pipeline import LocalPipeline, final_record
     from streams.sources import EngineParams
@@ -62,11 +63,12 @@ def run_engine(arrivals_path: str, stage: str) -> None:
                 for (_, key), value in group.items():
                     orjson.dumps(key)
                     orjson.dumps(value)
-            messages = [orjson.dumps(m) for m in drained.messages]
+            sent = partial_records(drained.messages)
             if stage == "stage 1":
                 return []
-            for m in messages:
-                self.merger.on_message(orjson.loads(m))
+            for _, value in sent:
+                for m in messages_of(value):
+                    self.merger.on_message(m)
             records = [final_record(fw, self.thresholds, self.variant) for fw in self.merger.finalize()]
             for r in records:
                 r.model_dump_json()

@@ -41,7 +41,7 @@ from sinks.metrics import WorkerMetrics
 from streams.consumer import BUNDLE_MAX, CallpulseApp, records_of, take_records
 from streams.early_warning.detector import EarlyWarningDetector
 from streams.early_warning.rules import load_rules
-from streams.engine import KpiEngine, State
+from streams.engine import KpiEngine, State, messages_of, partial_records
 from streams.kafka import client_kwargs
 from streams.merge import MergeParams, WindowMerger
 from streams.pipeline import expected_sources, final_record
@@ -237,8 +237,8 @@ class KpiWorker:
             await self._send(self.settings.topics.dlq, msg.key, raw, None, letter.headers())
             self.metrics.dead_letters.labels(msg.topic, reason.value).inc()
         drained = self.engine.drain()
-        for m in drained.messages:
-            await self._send(self.settings.topics.partials, m["source"].encode(), orjson.dumps(m))
+        for key, value in partial_records(drained.messages):
+            await self._send(self.settings.topics.partials, key, value)
         await self.app.producer.flush()
         await self._write_in_order(self.state, drained.groups())
         times = [s.st for s in self.engine.sources() if s.st is not None]
@@ -354,7 +354,8 @@ class KpiWorker:
                 self.merger_loaded = True
             for ev in events:
                 for rec in records_of(ev.message):
-                    self.merger.on_message(orjson.loads(rec.value))
+                    for m in messages_of(rec.value):
+                        self.merger.on_message(m)
             finals = self.merger.finalize()
             variant = self.settings.sl_default_variant
             records = [final_record(fw, self.thresholds, variant) for fw in finals]

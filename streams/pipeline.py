@@ -63,14 +63,18 @@ class LocalPipeline:
     def flush(self) -> list[dict[str, Any]]:
         self.engine.settle()
         drained = self.engine.drain()
-        for msg in drained.messages:
-            self.merger.on_message(msg)
+        self.deliver(drained.messages)
         for fw in self.merger.finalize():
             self.records.append(final_record(fw, self.thresholds, self.variant))
         if self.merger.s.next_window is not None:
             self.merger.prune_history(self.merger.s.next_window)
         self.persist(self.merger.drain_state())
         return drained.messages
+
+    def deliver(self, messages: list[dict[str, Any]]) -> None:
+        """Stage 1's messages of a batch to stage 2 (the worker sends them through Kafka)."""
+        for msg in messages:
+            self.merger.on_message(msg)
 
     def persist(self, merge_state: dict[str, Any]) -> None:
         """The merge stage's changed state entries after a batch: the worker writes them to its

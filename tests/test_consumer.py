@@ -18,12 +18,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from intervaltree import IntervalTree
 
 from callpulse.config import Settings
 from callpulse.simulator import SimConfig, simulate
 from schemas.events import entity_key
 from streams.app import create_app
-from streams.consumer import RecordBundle, bundle, records_of
+from streams.consumer import RecordBundle, add_gap, bundle, records_of
 from streams.kafka import EventProducer, client_kwargs
 from streams.partitioning import partition_for
 from tests.services import wait_until
@@ -234,3 +237,23 @@ def test_a_restarted_worker_has_the_state_of_every_committed_offset(pipeline_fac
             worker.stop()
     print(f"records applied at each restart: {applied} of {sum(produced.values())}")
     assert 0 == applied[0] < applied[1] < applied[2] <= sum(produced.values())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["gap", "chop"]), st.integers(0, 300), st.integers(1, 60)),
+        max_size=40,
+    )
+)
+def test_adding_a_gap_leaves_what_fausts_rebuild_of_the_tree_leaves(steps: list[tuple[str, int, int]]) -> None:
+    ours, fausts = IntervalTree(), IntervalTree()
+    for op, begin, length in steps:
+        if op == "gap":
+            add_gap(ours, begin, begin + length)
+            fausts.addi(begin, begin + length)  # faust's Consumer._add_gap
+            fausts.merge_overlaps()
+        else:  # what faust's commit does with the gaps below the acked offsets
+            ours.chop(0, begin)
+            fausts.chop(0, begin)
+        assert sorted(ours) == sorted(fausts)

@@ -6,10 +6,11 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 
 from callpulse.simulator import Incident, SimConfig, disorder, simulate
-from streams.engine import KpiEngine
+from streams.engine import KpiEngine, messages_of, partial_records
 from streams.merge import MergeParams, WindowMerger
 from streams.pipeline import LocalPipeline, expected_sources, final_record
 from streams.reference import FAMILIES, Arrival, arrivals_from_events, recompute
@@ -88,6 +89,41 @@ def test_partition_interleaving_does_not_change_results() -> None:
     pipe = LocalPipeline(EngineParams(), MergeParams(60, SIZES, (20, 30)), 4)
     pipe.feed(shuffled, batch=300)
     assert differences(base, {r.key(): r for r in pipe.records}) == []
+
+
+def test_partials_travel_as_records_of_one_sources_messages_in_order() -> None:
+    """Stage 1's messages reach stage 2 as the worker sends them: per source a JSON array of its
+    messages in order, split at the size limit. Records through that wire form (a limit small
+    enough to split most batches, partials records shuffled across sources) are the same."""
+    events = _day(3, 12)
+    arrivals = arrivals_from_events(events, 3, final_watermark=max(e.ts.timestamp() for _, e in events) + 600)
+    _, base, _, _ = _run(arrivals, 3, EngineParams())
+    rng = random.Random(5)
+    sent: list[tuple[bytes, bytes]] = []
+
+    class OverTheWire(LocalPipeline):
+        def deliver(self, messages: list[dict[str, Any]]) -> None:
+            records = partial_records(messages, limit=4096)
+            sent.extend(records)
+            by_key: dict[bytes, list[bytes]] = {}
+            for key, value in records:
+                by_key.setdefault(key, []).append(value)
+            queues = [list(v) for v in by_key.values()]
+            while queues:  # any order across sources, each source's own kept
+                q = rng.choice(queues)
+                for m in messages_of(q.pop(0)):
+                    self.merger.on_message(m)
+                queues = [q for q in queues if q]
+
+    pipe = OverTheWire(EngineParams(), MergeParams(60, SIZES, (20, 30)), 3)
+    pipe.feed(arrivals, batch=700)
+    assert differences(base, {r.key(): r for r in pipe.records}) == []
+    assert len(sent) < sum(len(messages_of(v)) for _, v in sent) / 2  # records carry many messages
+    for key, value in sent:
+        messages = messages_of(value)
+        assert {m["source"].encode() for m in messages} == {key}
+        assert len(value) <= 4096 or len(messages) == 1  # one larger message goes alone
+    assert messages_of(orjson.dumps({"source": "cc.calls:0", "closed": 60})) == [{"source": "cc.calls:0", "closed": 60}]
 
 
 def test_silence_emits_zero_windows_for_known_queues() -> None:
