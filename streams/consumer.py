@@ -147,8 +147,9 @@ def add_gap(gaps: IntervalTree, begin: int, end: int) -> None:
     faust rebuilds a partition's tree on every gap it adds; a bundle adds one (two with faust's
     own inference) and the tree holds every gap since the last commit, which made it a tenth of
     a catch-up's CPU (``docs/performance.md``). Only strictly overlapping gaps merge, as in
-    faust: touching ones stay apart, because faust's commit takes a gap whole once any offset
-    after its start is acked, and a bundle's gap ends where its own (unacked) offset begins.
+    faust: touching ones stay apart, because faust's commit takes a gap whole once an acked
+    offset lies past its start, and a bundle's gap merged with the next bundle's would commit
+    the next bundle before it is acked.
     """
     overlapping = gaps.overlap(begin, end)
     for gap in overlapping:
