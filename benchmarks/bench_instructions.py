@@ -98,6 +98,9 @@ def instructions(arrivals_path: str, stage: str, logs: Path) -> int:
             arrivals_path,
         ],
         cwd=REPO,
+        # string hashing is randomised per process: set and dict orders, and with them the
+        # instruction counts, then differ by about 1 % between identical runs
+        env={**os.environ, "PYTHONHASHSEED": "0"},
         capture_output=True,
         text=True,
         check=False,

@@ -207,7 +207,9 @@ def test_a_restarted_worker_has_the_state_of_every_committed_offset(pipeline_fac
     short ListOffsets end could lose that tail: ``streams/consumer.py``.)"""
     pipe = pipeline_factory(partitions=4, idle_timeout_s=900.0, batch_max=200)
     start = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)
-    events = simulate(SimConfig(start=start, duration=timedelta(hours=72), seed=6))
+    # a backlog the worker cannot finish before its first commits are seen (faust commits every
+    # 2.8 s): 72 hours (50,025 records) were all applied by the first run once the worker got faster
+    events = simulate(SimConfig(start=start, duration=timedelta(hours=144), seed=6))
     produced = produced_counts(pipe, events)
     tps = [(topic, p) for topic in pipe.settings.topics.inputs().values() for p in range(4)]
     changelog = f"{pipe.settings.app_id}-callpulse-state-changelog"
@@ -230,7 +232,7 @@ def test_a_restarted_worker_has_the_state_of_every_committed_offset(pipeline_fac
         applied.append(sum(upto + 1 for upto in restored.values()))
         if cycle < 2:
             done, deadline = applied[-1], time.monotonic() + 60
-            while done < applied[-1] + 5000:  # some batches made durable and committed, not all
+            while done < applied[-1] + 2000:  # some batches made durable and committed, not all
                 assert time.monotonic() < deadline, f"restart {cycle}: the worker committed {done} records in 60 s"
                 time.sleep(0.2)
                 done = sum(v or 0 for v in asyncio.run(committed(pipe.settings, pipe.settings.app_id, tps)).values())

@@ -122,7 +122,13 @@ class LookbackKpis:
     def _sum(self, name: str) -> float:
         total = self._sums.get(name)
         if total is None:
-            total = self._sums[name] = sum(getattr(w, name) for w in self.w)
+            # a loop, not ``sum`` over a generator: the compiled module resumes a generator
+            # object per window, and these sums run per rule, field and window (same order of
+            # additions, so the same float)
+            total = 0
+            for w in self.w:
+                total += getattr(w, name)
+            self._sums[name] = total
         return total
 
     def value(self, kpi: str, threshold_s: int | None = None) -> float | None:
