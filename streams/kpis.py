@@ -63,14 +63,27 @@ def _utc(ts: int) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-def _trusted_record(**values: Any) -> KpiRecord:
+@lru_cache(maxsize=64)
+def _variant_keys(thresholds: tuple[int, ...]) -> tuple[tuple[str, int, str], ...]:
+    """``(variant@threshold, threshold index, variant)`` in the records' order."""
+    return tuple((f"{v}@{t}", i, v) for i, t in enumerate(thresholds) for v in SL_VARIANTS)
+
+
+@lru_cache(maxsize=64)
+def _threshold_names(thresholds: tuple[int, ...]) -> tuple[str, ...]:
+    return tuple(str(t) for t in thresholds)
+
+
+def _trusted_record(fields: dict[str, Any]) -> KpiRecord:
     """``KpiRecord.model_construct`` for a record whose every field is given (as ``kpi_record``
-    does): the same four attributes pydantic sets, without its per-field default handling,
-    which was a fifth of the merge stage's time (tests compare it with ``model_construct``)."""
+    does; ``schema_version`` first, not counted as set): the same four attributes pydantic sets,
+    without its per-field default handling, which was a fifth of the merge stage's time (tests
+    compare it with ``model_construct``)."""
     record = KpiRecord.__new__(KpiRecord)
-    fields = {"schema_version": SCHEMA_VERSION, **values}
+    given = set(fields)
+    given.discard("schema_version")
     _set_attr(record, "__dict__", fields)
-    _set_attr(record, "__pydantic_fields_set__", set(values))
+    _set_attr(record, "__pydantic_fields_set__", given)
     _set_attr(record, "__pydantic_extra__", None)
     _set_attr(record, "__pydantic_private__", None)
     return record
@@ -89,7 +102,8 @@ def kpi_record(
     logged_in = p.ready_s + p.busy_s + p.acw_state_s + p.not_ready_s
     working = p.busy_s + p.acw_state_s
     lv = p.levels
-    variants = {f"{v}@{t}": service_level(p, i, v) for i, t in enumerate(thresholds) for v in SL_VARIANTS}
+    variants = {key: service_level(p, i, v) for key, i, v in _variant_keys(thresholds)}
+    names = _threshold_names(thresholds)
     frt, resolution = _percentiles(p, "frt"), _percentiles(p, "resolution")
     csat_by_wait: dict[str, dict[str, float | None]] = {}
     for bucket in WAIT_BUCKETS:
@@ -98,74 +112,77 @@ def kpi_record(
             csat_by_wait[bucket] = {"responses": n, "mean": total / n, "top2_ratio": top2 / n}
     # Values are computed here from trusted state: construct without re-validating each field.
     return _trusted_record(
-        window_size_s=size,
-        window_start=_utc(start),
-        window_end=_utc(start + size),
-        dimension=dimension,  # type: ignore[arg-type]
-        dimension_value=value,
-        offered=p.offered,
-        answered=p.answered,
-        abandoned=p.abandoned,
-        short_abandoned=p.short_abandoned,
-        answer_rate=ratio(p.answered, p.offered),
-        abandon_rate=ratio(p.abandoned, p.offered),
-        abandon_rate_excl_short=ratio(p.abandoned - p.short_abandoned, p.offered - p.short_abandoned),
-        answered_within={str(t): p.answered_within[i] for i, t in enumerate(thresholds)},
-        abandoned_within={str(t): p.abandoned_within[i] for i, t in enumerate(thresholds)},
-        service_level=variants[f"{default_variant}@{thresholds[0]}"] if thresholds else None,
-        service_level_variants=variants,
-        asa_seconds=ratio(p.answered_wait_sum, p.answered),
-        avg_abandon_wait_seconds=ratio(p.abandoned_wait_sum, p.abandoned),
-        longest_wait_seconds=p.longest_wait,
-        handled=p.handled,
-        aht_seconds=ratio(p.talk_sum + p.hold_sum + p.acw_sum, p.handled),
-        avg_talk_seconds=ratio(p.talk_sum, p.handled),
-        avg_hold_seconds=ratio(p.hold_sum, p.held),
-        avg_acw_seconds=ratio(p.acw_sum, p.with_acw),
-        hold_rate=ratio(p.held, p.handled),
-        transferred=p.transferred,
-        transfer_rate=ratio(p.transferred, p.handled),
-        rona=p.rona,
-        orphaned=p.orphaned,
-        waiting_at_end=lv.get("waiting", (0, 0, 0))[1],
-        in_progress_at_end=lv.get("in_progress", (0, 0, 0))[1],
-        peak_concurrent=lv.get("in_progress", (0, 0, 0))[2],
-        offered_identified=p.offered_identified,
-        repeat_contacts=p.repeat_contacts,
-        repeat_contact_rate=ratio(p.repeat_contacts, p.offered_identified),
-        staffed_agents=logged_in / window_s if dimension in ("all", "queue") else None,
-        logged_in_seconds=logged_in,
-        ready_seconds=p.ready_s,
-        busy_seconds=p.busy_s,
-        acw_state_seconds=p.acw_state_s,
-        not_ready_seconds=p.not_ready_s,
-        not_ready_by_reason=dict(sorted(p.not_ready_reasons.items())),
-        occupancy=ratio(working, p.ready_s + working),
-        utilization=ratio(working, logged_in),
-        tickets_created=p.tickets_created,
-        tickets_first_responses=p.tickets_first_responses,
-        first_response_p50_seconds=frt[0],
-        first_response_p90_seconds=frt[1],
-        first_response_p95_seconds=frt[2],
-        tickets_resolved=p.tickets_resolved,
-        resolution_p50_seconds=resolution[0],
-        resolution_p90_seconds=resolution[1],
-        resolution_p95_seconds=resolution[2],
-        sla_evaluated=p.sla_evaluated,
-        sla_breached=p.sla_breached,
-        sla_breach_rate=ratio(p.sla_breached, p.sla_evaluated),
-        tickets_reopened=p.tickets_reopened,
-        reopen_rate=ratio(p.tickets_reopened, p.tickets_resolved),
-        tickets_closed=p.tickets_closed,
-        backlog=lv.get("backlog", (0, 0, 0))[1],
-        repeat_complaints=p.repeat_complaints,
-        survey_responses=p.survey_responses,
-        csat_responses=p.csat_n,
-        csat_mean=ratio(p.csat_sum, p.csat_n),
-        csat_top2_ratio=ratio(p.csat_top2, p.csat_n),
-        nps_responses=p.nps_n,
-        nps=(100.0 * (p.promoters - p.detractors) / p.nps_n) if p.nps_n else None,
-        ces_responses=p.ces_n,
-        ces_mean=ratio(p.ces_sum, p.ces_n),
-        csat_by_wait=csat_by_wait,
+        {
+            "schema_version": SCHEMA_VERSION,
+            "window_size_s": size,
+            "window_start": _utc(start),
+            "window_end": _utc(start + size),
+            "dimension": dimension,
+            "dimension_value": value,
+            "offered": p.offered,
+            "answered": p.answered,
+            "abandoned": p.abandoned,
+            "short_abandoned": p.short_abandoned,
+            "answer_rate": ratio(p.answered, p.offered),
+            "abandon_rate": ratio(p.abandoned, p.offered),
+            "abandon_rate_excl_short": ratio(p.abandoned - p.short_abandoned, p.offered - p.short_abandoned),
+            "answered_within": dict(zip(names, p.answered_within, strict=True)),
+            "abandoned_within": dict(zip(names, p.abandoned_within, strict=True)),
+            "service_level": variants[f"{default_variant}@{thresholds[0]}"] if thresholds else None,
+            "service_level_variants": variants,
+            "asa_seconds": ratio(p.answered_wait_sum, p.answered),
+            "avg_abandon_wait_seconds": ratio(p.abandoned_wait_sum, p.abandoned),
+            "longest_wait_seconds": p.longest_wait,
+            "handled": p.handled,
+            "aht_seconds": ratio(p.talk_sum + p.hold_sum + p.acw_sum, p.handled),
+            "avg_talk_seconds": ratio(p.talk_sum, p.handled),
+            "avg_hold_seconds": ratio(p.hold_sum, p.held),
+            "avg_acw_seconds": ratio(p.acw_sum, p.with_acw),
+            "hold_rate": ratio(p.held, p.handled),
+            "transferred": p.transferred,
+            "transfer_rate": ratio(p.transferred, p.handled),
+            "rona": p.rona,
+            "orphaned": p.orphaned,
+            "waiting_at_end": lv.get("waiting", (0, 0, 0))[1],
+            "in_progress_at_end": lv.get("in_progress", (0, 0, 0))[1],
+            "peak_concurrent": lv.get("in_progress", (0, 0, 0))[2],
+            "offered_identified": p.offered_identified,
+            "repeat_contacts": p.repeat_contacts,
+            "repeat_contact_rate": ratio(p.repeat_contacts, p.offered_identified),
+            "staffed_agents": logged_in / window_s if dimension in ("all", "queue") else None,
+            "logged_in_seconds": logged_in,
+            "ready_seconds": p.ready_s,
+            "busy_seconds": p.busy_s,
+            "acw_state_seconds": p.acw_state_s,
+            "not_ready_seconds": p.not_ready_s,
+            "not_ready_by_reason": dict(sorted(p.not_ready_reasons.items())),
+            "occupancy": ratio(working, p.ready_s + working),
+            "utilization": ratio(working, logged_in),
+            "tickets_created": p.tickets_created,
+            "tickets_first_responses": p.tickets_first_responses,
+            "first_response_p50_seconds": frt[0],
+            "first_response_p90_seconds": frt[1],
+            "first_response_p95_seconds": frt[2],
+            "tickets_resolved": p.tickets_resolved,
+            "resolution_p50_seconds": resolution[0],
+            "resolution_p90_seconds": resolution[1],
+            "resolution_p95_seconds": resolution[2],
+            "sla_evaluated": p.sla_evaluated,
+            "sla_breached": p.sla_breached,
+            "sla_breach_rate": ratio(p.sla_breached, p.sla_evaluated),
+            "tickets_reopened": p.tickets_reopened,
+            "reopen_rate": ratio(p.tickets_reopened, p.tickets_resolved),
+            "tickets_closed": p.tickets_closed,
+            "backlog": lv.get("backlog", (0, 0, 0))[1],
+            "repeat_complaints": p.repeat_complaints,
+            "survey_responses": p.survey_responses,
+            "csat_responses": p.csat_n,
+            "csat_mean": ratio(p.csat_sum, p.csat_n),
+            "csat_top2_ratio": ratio(p.csat_top2, p.csat_n),
+            "nps_responses": p.nps_n,
+            "nps": (100.0 * (p.promoters - p.detractors) / p.nps_n) if p.nps_n else None,
+            "ces_responses": p.ces_n,
+            "ces_mean": ratio(p.ces_sum, p.ces_n),
+            "csat_by_wait": csat_by_wait,
+        }
     )

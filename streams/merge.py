@@ -85,6 +85,9 @@ class WindowMerger:
         self._dirty: set[str] = set()
         self._fresh: dict[int, dict[str, KpiPartial]] = {}  # finalized since the last drain
         self._legacy: set[str] = set()  # accumulator entries of earlier versions, to delete
+        # the known dimension values that are zero-filled (all but agents), in ``known``'s order:
+        # hundreds of agents are known, a handful of them in any one window
+        self._fill: dict[str, int] = {}
 
     # -- input ---------------------------------------------------------------------------------
     def on_message(self, msg: dict[str, Any]) -> None:
@@ -135,10 +138,14 @@ class WindowMerger:
                 else:
                     part.merge_state(data)
             firsts.extend(msg.get("firsts", []))
+        known = self.s.known
         for key in merged:
-            self.s.known.setdefault(key, start)
-        for key, first in self.s.known.items():
-            if first <= start and key not in merged and not key.startswith("agent\t"):
+            if key not in known:
+                known[key] = start
+                if not key.startswith("agent\t"):
+                    self._fill[key] = start
+        for key, first in self._fill.items():
+            if first <= start and key not in merged:
                 merged[key] = KpiPartial(self.n)
         for key, part in merged.items():
             ends = part.resolve_levels(self.s.levels.get(key, {}))
@@ -277,7 +284,7 @@ class WindowMerger:
 
     def load_state(self, items: Any) -> None:
         self.s = MergeState()
-        self._fresh, self._legacy = {}, set()
+        self._fresh, self._legacy, self._fill = {}, set(), {}
         finals: dict[int, dict[str, Any]] = {}
         for key, value in items:
             if value is None:
@@ -288,6 +295,7 @@ class WindowMerger:
                 self.s.next_window = value["next_window"]
                 self.s.levels = {k: dict(v) for k, v in value["levels"].items()}
                 self.s.known = dict(value["known"])
+                self._fill = {k: first for k, first in self.s.known.items() if not k.startswith("agent\t")}
             elif kind == "pend":
                 w, _, source = rest.partition("|")
                 self.s.pending.setdefault(int(w), {})[source] = value

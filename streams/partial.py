@@ -10,6 +10,7 @@ No I/O here; ``to_dict``/``from_dict`` give a compact JSON form for changelogs a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from math import ceil, log
 from typing import Any
@@ -93,6 +94,14 @@ _MAPPING = LogarithmicMapping(SKETCH_ACCURACY)
 # inlined with the same operations, the keys are the library's (property-tested), without two
 # method calls per value
 _MIN_VALUE, _MULTIPLIER, _OFFSET = _MAPPING.min_possible, _MAPPING._multiplier, _MAPPING._offset
+# and ``_MAPPING.value(k)`` is ``pow(2.0, (k - offset) / multiplier) * (2.0 / (1 + gamma))``
+_VALUE_FACTOR = 2.0 / (1 + _MAPPING.gamma)
+
+
+def _bucket_value(key: int) -> float:
+    """``_MAPPING.value(key)`` with the library's operations (an interpreted method call less
+    per quantile)."""
+    return math.pow(2.0, (key - _OFFSET) / _MULTIPLIER) * _VALUE_FACTOR
 
 
 class Sketch:
@@ -165,11 +174,11 @@ class Sketch:
                 out.append(0.0)
                 continue
             rank -= self.zero
-            running, value = 0, _MAPPING.value(keys[-1])
+            running, value = 0, _bucket_value(keys[-1])
             for key in keys:
                 running += self.bins[key]
                 if running > rank:
-                    value = _MAPPING.value(key)
+                    value = _bucket_value(key)
                     break
             out.append(value)
         return out
@@ -286,8 +295,12 @@ class KpiPartial:
     def merge_state(self, data: dict[str, Any]) -> KpiPartial:
         """``merge(KpiPartial.from_dict(data))`` without building the other partial: the merge
         stage adds up every source's partials of a window as they come off the topic."""
+        mine = self.__dict__
+        for name, v in data.items():
+            if name in _SUM_SET:
+                mine[name] = mine.get(name, 0) + v
         return self._add(
-            ((name, v) for name, v in data.items() if name in _SUM_SET),
+            (),
             [data.get(name) for name in THRESHOLD_SUMS],
             data.get("longest_wait"),
             data.get("not_ready_reasons", {}),
@@ -295,6 +308,7 @@ class KpiPartial:
             data.get("deltas", {}),
             data.get("csat_wait", {}),
             data.get("levels", {}),
+            fresh_sketches=True,
         )
 
     def _add(
@@ -307,9 +321,11 @@ class KpiPartial:
         deltas: dict[str, dict[Any, int]],
         csat_wait: dict[str, list[int]],
         levels: dict[str, Any],
+        fresh_sketches: bool = False,
     ) -> KpiPartial:
         """The one merge, fed from another partial or from its JSON form (whose level seconds
-        are strings and level tuples lists)."""
+        are strings and level tuples lists). ``fresh_sketches``: the sketches were built for
+        this call (from JSON) and are adopted, not copied."""
         mine = self.__dict__
         for name, v in sums:
             mine[name] = mine.get(name, 0) + v
@@ -326,12 +342,20 @@ class KpiPartial:
             if sketch is not None:
                 own = getattr(self, name)
                 if own is None:
-                    setattr(self, name, sketch.copy())
+                    setattr(self, name, sketch if fresh_sketches else sketch.copy())
                 else:
                     own.merge(sketch)
+        own_deltas = self.deltas
         for level, series in deltas.items():
+            if not series:
+                continue
+            mine_series = own_deltas.get(level)
+            if mine_series is None:  # a new dict, in the order of theirs (add_level's result)
+                own_deltas[level] = {int(second): d for second, d in series.items()}
+                continue
             for second, d in series.items():
-                self.add_level(level, int(second), d)
+                second = int(second)
+                mine_series[second] = mine_series.get(second, 0) + d
         for bucket, (n, total, top2) in csat_wait.items():
             cell = self.csat_wait.setdefault(bucket, [0, 0, 0])
             cell[0] += n

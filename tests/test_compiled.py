@@ -16,7 +16,7 @@ from streams import compiled
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Runs the engine (stages 1 and 2, records, warnings with staffing) over a messy simulated day
+# Runs the engine (stages 1 and 2, records, warnings, staffing records) over a messy simulated day
 # and prints every record and warning; which engine depends on CALLPULSE_PURE_PYTHON.
 RUN = r"""
 import json, sys
@@ -49,6 +49,7 @@ print(json.dumps({
     "late": pipe.late, "duplicates": pipe.duplicates,
     "records": [r.model_dump(mode="json") for r in pipe.records],
     "warnings": [w.model_dump(mode="json") for w in warnings],
+    "staffing": [r.model_dump(mode="json") for r in detector.drain_staffing()],
 }))
 """
 
@@ -78,7 +79,9 @@ def test_the_compiled_engine_gives_the_records_and_warnings_of_the_pure_python_o
     assert len(fast["records"]) > 3000 and len(fast["warnings"]) > 0
     assert {w["rule"] for w in fast["warnings"]} & {"service_level_collapse", "understaffing", "asa_high"}
     print(fast["mode"], len(fast["records"]), "records", sorted({w["rule"] for w in fast["warnings"]}))
-    for key in ("late", "duplicates", "records", "warnings"):
+    # staffing: Erlang C's loops run on C doubles when compiled (streams/staffing.py)
+    assert len(fast["staffing"]) > 20 and any(r["required_agents_actual"] for r in fast["staffing"])
+    for key in ("late", "duplicates", "records", "warnings", "staffing"):
         assert fast[key] == pure[key], key
 
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callpulse.cli import main
-from streams.staffing import ErlangA, ErlangC, Unstable, erlang_c, scheduled_agents
+from streams.staffing import ErlangA, ErlangC, Unstable, ceil_ratio, erlang_c, scheduled_agents
 
 
 def exact_erlang_c(agents: int, load: Fraction) -> Fraction:
@@ -81,6 +81,25 @@ def test_required_agents_is_the_first_staffing_that_meets_the_target(
     while traffic.service_level(k, target_s) < sl:
         k += 1
     assert n == k
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.tuples(st.floats(0.001, 5000), st.floats(0.01, 1.0)),
+        # quotients on an integer in decimal (k * j / 100 over j / 100): what the fractions are for
+        st.tuples(st.integers(1, 2000), st.integers(1, 100)).map(lambda kj: (kj[0] * kj[1] / 100, kj[1] / 100)),
+    )
+)
+def test_ceil_ratio_is_the_ceiling_of_the_decimal_quotient(ab: tuple[float, float]) -> None:
+    """The float shortcut answers as the exact decimal fractions do."""
+    a, b = ab
+    assert ceil_ratio(a, b) == math.ceil(Fraction(str(a)) / Fraction(str(b)))
+
+
+def test_ceil_ratio_on_quotients_that_floats_put_past_an_integer() -> None:
+    assert 4.9 / 0.7 > 7 and ceil_ratio(4.9, 0.7) == 7
+    assert ceil_ratio(21, 0.7) == 30 and ceil_ratio(10, 0.85) == 12 and ceil_ratio(0.0, 0.9) == 0
 
 
 def test_edge_cases() -> None:
