@@ -295,12 +295,8 @@ class KpiPartial:
     def merge_state(self, data: dict[str, Any]) -> KpiPartial:
         """``merge(KpiPartial.from_dict(data))`` without building the other partial: the merge
         stage adds up every source's partials of a window as they come off the topic."""
-        mine = self.__dict__
-        for name, v in data.items():
-            if name in _SUM_SET:
-                mine[name] = mine.get(name, 0) + v
         return self._add(
-            (),
+            [(name, v) for name, v in data.items() if name in _SUM_SET],
             [data.get(name) for name in THRESHOLD_SUMS],
             data.get("longest_wait"),
             data.get("not_ready_reasons", {}),
