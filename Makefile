@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DURATION ?=
 SYSTEM_PACKAGES := clickhouse-server prometheus prometheus-alertmanager
 
-.PHONY: demo test test-data lint bench bench-engine bench-memory bench-instructions system-deps venv compile clean
+.PHONY: demo test test-data lint bench bench-engine bench-memory bench-instructions bench-floor system-deps venv compile clean
 
 venv: $(STAMP)
 
@@ -68,6 +68,10 @@ bench-instructions: venv compile
 	@command -v valgrind >/dev/null || { echo "installing: valgrind"; $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq valgrind >/dev/null; }
 	$(BIN)/python benchmarks/bench_instructions.py --events $(or $(EVENTS),20000)
+
+# what validation and pseudonymisation alone cost: the ceiling of any worker of this shape
+bench-floor: venv compile
+	$(BIN)/python benchmarks/bench_floor.py --events $(or $(EVENTS),100000)
 
 clean:
 	[ ! -x $(BIN)/callpulse ] || $(BIN)/callpulse compile --clean
