@@ -4,12 +4,16 @@ The per-event and per-window work of the KPI engine (sources, partials, merge, r
 warning detector, staffing) is plain Python. Cython compiles those same ``.py`` files, unchanged,
 into extension modules next to them; Python then imports the extension instead of the source.
 Annotations are ignored (``annotation_typing=False``): the compiled module keeps Python's
-semantics exactly (no C ``double`` for a ``float`` annotation, no exact-type checks), it only
-skips the interpreter's dispatch. C types come only where a module asks for them explicitly
-(``cython.locals``, a no-op in Python: the Erlang loops of ``streams/staffing.py``), on
-arithmetic that is the same IEEE operations either way. Measured: about a quarter less CPU per event in process
-(``docs/performance.md``). The batch reference (``streams/reference.py``) is never compiled: it
-is the independent recomputation the engine is checked against.
+semantics (no C ``double`` for a ``float`` annotation), it only skips the interpreter's dispatch.
+C types come only where a module asks for them explicitly: ``cython.locals`` (a no-op in Python;
+the Erlang loops of ``streams/staffing.py``, on arithmetic that is the same IEEE operations
+either way), or an augmenting ``.pxd`` beside the source (``streams/sources.pxd``: stage 1's
+classes become extension types, their attributes struct fields and their per-event methods
+direct calls; the values stay Python objects, containers declared ``dict``/``set``/``list``
+must be exactly that). A ``.pxd`` is part of what a build is checked against. Measured: about a
+quarter less CPU per event in process (``docs/performance.md``). The batch reference
+(``streams/reference.py``) is never compiled: it is the independent recomputation the engine is
+checked against.
 
 ``callpulse compile`` (``make compile``, run by ``make test`` and ``make demo``) builds the
 modules whose source changed since the last build and records each source's hash. Importing a
@@ -68,8 +72,17 @@ def extension_of(module: str) -> Path | None:
     return None
 
 
+def declarations_of(module: str) -> Path:
+    """The module's augmenting ``.pxd`` (C declarations Cython applies to the ``.py``), if any."""
+    return source_of(module).with_suffix(".pxd")
+
+
 def source_hash(module: str) -> str:
-    return hashlib.sha256(source_of(module).read_bytes()).hexdigest()
+    """Hash of what the extension is built from: the source and its ``.pxd``, when it has one."""
+    digest = hashlib.sha256(source_of(module).read_bytes())
+    if declarations_of(module).exists():
+        digest.update(declarations_of(module).read_bytes())
+    return digest.hexdigest()
 
 
 def read_manifest() -> dict[str, str]:

@@ -239,6 +239,7 @@ class Source:
         self.meta_dirty = False
         self.pseudo = Pseudonymizer(params.pii_key)
         self._dim_cache: dict[tuple[tuple[str, str | None], ...], tuple[str, ...]] = {}
+        self.st_at_arrival = 0.0
 
     # -- entry points --------------------------------------------------------------------------
     def record(self, offset: int, events: list[EventBase], now: float | None = None) -> Outcome:
@@ -316,8 +317,6 @@ class Source:
         """Emit what became emittable outside the source's own progress (surveys wait for calls)."""
 
     # -- time ------------------------------------------------------------------------------------
-    st_at_arrival: float = 0.0
-
     def _advance(self, ts: float) -> None:
         if self.st is None or ts > self.st:
             self.st = ts
@@ -344,9 +343,9 @@ class Source:
         """Close and emit every open window ending at or before ``target``."""
         if self.emitted is not None and target <= self.emitted:
             return
-        for start in sorted(w for w in self.windows if w + self.p.base <= target):
+        for start in sorted([w for w in self.windows if w + self.p.base <= target]):
             window = self.windows.pop(start)
-            self.gone_chunks.update(f"{start}:{i}" for i in range(window.chunks))
+            self.gone_chunks.update([f"{start}:{i}" for i in range(window.chunks)])
             self.finish_window(window)
             self.messages.append(self.window_message(window))
             self.markers[start] = self.cur
@@ -734,7 +733,7 @@ class AgentsSource(Source):
                 self.joined.add(aid)
 
     def _queue_dims(self, queues: list[str]) -> tuple[str, ...]:
-        return self.dims(*(("queue", q) for q in queues))
+        return self.dims(*[("queue", q) for q in queues])
 
     def apply(self, e: AgentStateEvent, ts: float, f: dict[str, Any]) -> None:
         if f["since"] is not None and ts < f["since"]:

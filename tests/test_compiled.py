@@ -4,6 +4,7 @@ engine on the same events."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -94,3 +95,21 @@ def test_a_compiled_module_older_than_its_source_is_refused(monkeypatch: pytest.
     spec = finder.find_spec("streams.windows", None)
     assert spec is not None and spec.origin == str(REPO / "streams" / "windows.py")
     assert finder.find_spec("streams.reference", None) is None  # Python's own finders
+
+
+def test_a_modules_pxd_is_part_of_its_build() -> None:
+    """Stage 1's classes are extension types when compiled (``streams/sources.pxd``); editing
+    only the ``.pxd`` makes the build stale as editing the source does."""
+    from streams.sources import CallsSource, EngineParams
+
+    src = CallsSource("cc.calls", 0, EngineParams(), {})
+    assert not hasattr(src, "__dict__")  # struct fields, not an instance dict
+    with pytest.raises(AttributeError):
+        src.not_declared = 1  # type: ignore[attr-defined]
+    py_only = hashlib.sha256(compiled.source_of("streams.sources").read_bytes()).hexdigest()
+    assert compiled.declarations_of("streams.sources").exists()
+    assert compiled.source_hash("streams.sources") != py_only
+    assert (
+        compiled.source_hash("streams.windows")
+        == hashlib.sha256(compiled.source_of("streams.windows").read_bytes()).hexdigest()
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 import subprocess
@@ -11,11 +13,13 @@ from pathlib import Path
 import jsonschema
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.codec import EventDecoder, parse_watermark, watermark_headers
 from schemas.events import MODEL_BY_FAMILY, CallEvent
 from schemas.export import export_schemas
-from schemas.pii import Pseudonymizer, scrub_text
+from schemas.pii import Pseudonymizer, normalise_phone, scrub_text
 from tests.badinputs import CORPUS, call
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,6 +113,22 @@ def test_pseudonyms_are_keyed_stable_and_not_the_value() -> None:
     assert "cust-1" not in (a.token("cust-1") or "")
     assert a.token("+1 (555) 010-2030", "phone") == a.token("15550102030", "phone")
     assert a.token(None) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    key=st.one_of(st.text(max_size=80), st.binary(max_size=200)),
+    value=st.text(min_size=1, max_size=60),
+    kind=st.sampled_from(["id", "customer", "phone"]),
+)
+def test_pseudonyms_are_hmac_sha256_of_kind_and_value(key: str | bytes, value: str, kind: str) -> None:
+    """The precomputed inner and outer states give ``hmac.new``'s digest for any key length
+    (keys over the 64-byte block are hashed first, as RFC 2104 says)."""
+    raw = key.encode() if isinstance(key, str) else key
+    normalised = normalise_phone(value) if kind == "phone" else value.strip()
+    expected = hmac.new(raw, f"{kind}:{normalised}".encode(), hashlib.sha256).hexdigest()[:32]
+    token = Pseudonymizer(key).token(value, kind)
+    assert token == (expected if value != "" else None)
 
 
 def test_scrub_removes_emails_and_phone_numbers_but_keeps_words() -> None:
