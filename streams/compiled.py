@@ -7,13 +7,13 @@ Annotations are ignored (``annotation_typing=False``): the compiled module keeps
 semantics (no C ``double`` for a ``float`` annotation), it only skips the interpreter's dispatch.
 C types come only where a module asks for them explicitly: ``cython.locals`` (a no-op in Python;
 the Erlang loops of ``streams/staffing.py``, on arithmetic that is the same IEEE operations
-either way), or an augmenting ``.pxd`` beside the source (``streams/sources.pxd``: stage 1's
-classes become extension types, their attributes struct fields and their per-event methods
-direct calls; the values stay Python objects, containers declared ``dict``/``set``/``list``
-must be exactly that). A ``.pxd`` is part of what a build is checked against. Measured: about a
-quarter less CPU per event in process (``docs/performance.md``). The batch reference
-(``streams/reference.py``) is never compiled: it is the independent recomputation the engine is
-checked against.
+either way), or an augmenting ``.pxd`` beside the source (``streams/sources.pxd`` and
+``streams/partial.pxd``: stage 1's classes and the sketch become extension types, their
+attributes struct fields and their per-event methods direct calls; the values stay Python
+objects, containers declared ``dict``/``set``/``list`` must be exactly that). A ``.pxd`` is
+part of what a build is checked against. Measured: about a quarter less CPU per event in process
+(``docs/performance.md``). The batch reference (``streams/reference.py``) is never compiled: it
+is the independent recomputation the engine is checked against.
 
 ``callpulse compile`` (``make compile``, run by ``make test`` and ``make demo``) builds the
 modules whose source changed since the last build and records each source's hash. Importing a

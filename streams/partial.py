@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from math import ceil, log
 from typing import Any
 
+import cython
 from ddsketch.mapping import LogarithmicMapping
 
 SKETCH_ACCURACY = 0.01
@@ -259,9 +260,12 @@ class KpiPartial:
             self.longest_wait = wait
 
     def add_level(self, level: str, second: int, delta: int) -> None:
-        series = self.deltas.setdefault(level, {})
+        series = self.deltas.get(level)
+        if series is None:  # not ``setdefault(level, {})``, which builds a dict on every call
+            series = self.deltas[level] = {}
         series[second] = series.get(second, 0) + delta
 
+    @cython.locals(sketch=Sketch)  # compiled: a direct call of the extension type's ``add``
     def add_sketch(self, name: str, value: float) -> None:
         sketch = getattr(self, name)
         if sketch is None:
@@ -418,19 +422,21 @@ class KpiPartial:
 
     # -- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = dict(self._sums())
-        for name in THRESHOLD_SUMS:
-            v = getattr(self, name)
-            if any(v):
-                out[name] = list(v)
+        # every closing window serialises each of its partials (about one per event): the
+        # fields by name, in the order of THRESHOLD_SUMS and SKETCHES, not looked up by string
+        out: dict[str, Any] = {k: v for k, v in self.__dict__.items() if v}  # the touched counters
+        if any(self.answered_within):
+            out["answered_within"] = list(self.answered_within)
+        if any(self.abandoned_within):
+            out["abandoned_within"] = list(self.abandoned_within)
         if self.longest_wait is not None:
             out["longest_wait"] = self.longest_wait
         if self.not_ready_reasons:
             out["not_ready_reasons"] = dict(self.not_ready_reasons)
-        for name in SKETCHES:
-            v = getattr(self, name)
-            if v is not None:
-                out[name] = v.to_state()
+        if self.frt is not None:
+            out["frt"] = self.frt.to_state()
+        if self.resolution is not None:
+            out["resolution"] = self.resolution.to_state()
         if self.deltas:
             out["deltas"] = {lv: {str(s): d for s, d in series.items()} for lv, series in self.deltas.items()}
         if self.levels:

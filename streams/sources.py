@@ -375,12 +375,13 @@ class Source:
         self.dirty_windows.add(start)
         return w
 
-    def dims(self, *pairs: tuple[str, str | None]) -> tuple[str, ...]:
+    def dims(self, pairs: tuple[tuple[str, str | None], ...]) -> tuple[str, ...]:
         """``all`` plus a key per (dimension, value) with a value; cached, since a source sees
-        few distinct combinations and builds them for every event."""
+        few distinct combinations and builds them for every event. (One tuple argument, not
+        ``*pairs``: a method with a fixed signature is a direct call when compiled.)"""
         keys = self._dim_cache.get(pairs)
         if keys is None:
-            keys = self._dim_cache[pairs] = (ALL, *(dimkey(d, v) for d, v in pairs if v))
+            keys = self._dim_cache[pairs] = (ALL, *[dimkey(d, v) for d, v in pairs if v])
         return keys
 
     def prune(self, boundary: int) -> None:
@@ -499,7 +500,7 @@ class CallsSource(Source):
             w.part(key, self.n).add_level(level, second, delta)
 
     def _event_dims(self, e: CallEvent) -> tuple[str, ...]:
-        return self.dims(("queue", e.queue), ("channel", e.channel._value_), ("business_type", e.business_type))
+        return self.dims((("queue", e.queue), ("channel", e.channel._value_), ("business_type", e.business_type)))
 
     def apply(self, e: CallEvent, ts: float, f: dict[str, Any]) -> None:
         kind = e.kind
@@ -700,22 +701,16 @@ class AgentsSource(Source):
         if group is not None:
             self._credit_group(group, start, end, 1)
 
-    def _track(self, aid: str, f: dict[str, Any], add: bool) -> None:
-        group = self._group(f)
-        if group is None:
-            return
+    def _untrack(self, aid: str, group: tuple[str, str | None, tuple[str, ...]]) -> None:
+        """The agent leaves ``group`` (its state's): out of ``joined``, or one less in the group."""
         if aid in self.joined:
-            if not add:
-                self.joined.discard(aid)
+            self.joined.discard(aid)
             return
-        if add:
-            self.joined.add(aid)
+        left = self.levels.get(group, 0) - 1
+        if left > 0:
+            self.levels[group] = left
         else:
-            left = self.levels.get(group, 0) - 1
-            if left > 0:
-                self.levels[group] = left
-            else:
-                self.levels.pop(group, None)
+            self.levels.pop(group, None)
 
     def loaded(self) -> None:
         self._regroup(self.closed)
@@ -733,20 +728,23 @@ class AgentsSource(Source):
                 self.joined.add(aid)
 
     def _queue_dims(self, queues: list[str]) -> tuple[str, ...]:
-        return self.dims(*[("queue", q) for q in queues])
+        return self.dims(tuple([("queue", q) for q in queues]))
 
     def apply(self, e: AgentStateEvent, ts: float, f: dict[str, Any]) -> None:
         if f["since"] is not None and ts < f["since"]:
             return  # older than the agent's current state: counted, but time accounting stays
         aid = e.agent_id
         if f["state"] is not None:
-            start = max(f["since"], f["cred"] or f["since"], self.closed or f["since"])
-            self._credit(f, start, ts)
-            self._track(aid, f, add=False)
+            group = self._group(f)  # once: crediting and leaving the group both need it
+            if group is not None:
+                start = max(f["since"], f["cred"] or f["since"], self.closed or f["since"])
+                self._credit_group(group, start, ts, 1)
+                self._untrack(aid, group)
         f["state"], f["since"], f["cred"], f["reason"] = e.state._value_, ts, None, e.reason
         if e.queues:
             f["queues"] = list(e.queues)
-        self._track(aid, f, add=True)
+        if f["state"] in _FIELD_BY_STATE:  # a timed state: credited alone at the next close, then grouped
+            self.joined.add(aid)
 
     def on_close(self, old: int, new: int) -> None:
         """Credit every ongoing state interval up to the new boundary before windows close."""
@@ -797,7 +795,7 @@ class TicketsSource(Source):
         }
 
     def _event_dims(self, e: TicketEvent) -> tuple[str, ...]:
-        return self.dims(("queue", e.team), ("channel", e.channel._value_), ("business_type", e.business_type))
+        return self.dims((("queue", e.team), ("channel", e.channel._value_), ("business_type", e.business_type)))
 
     def may_forget(self, f: dict[str, Any]) -> bool:
         return not f["open"]
@@ -812,7 +810,6 @@ class TicketsSource(Source):
         dims = self._event_dims(e)
         parts = w.parts_of(dims, self.n) if w is not None else []
         kind = e.kind
-        age = ts - e.created_at.timestamp()
         if kind is TicketEventKind.created:
             for p in parts:
                 p.tickets_created += 1
@@ -824,10 +821,12 @@ class TicketsSource(Source):
         elif kind is TicketEventKind.first_response:
             if not f["fr"]:
                 f["fr"] = True
+                age = ts - e.created_at.timestamp()
                 for p in parts:
                     p.tickets_first_responses += 1
                     p.add_sketch("frt", age)
         elif kind is TicketEventKind.resolved:
+            age = ts - e.created_at.timestamp()
             for p in parts:
                 p.tickets_resolved += 1
                 p.add_sketch("resolution", age)
@@ -871,10 +870,12 @@ class SurveysSource(Source):
         if w is None:
             return
         dims = self.dims(
-            ("queue", e.queue),
-            ("channel", e.channel._value_ if e.channel else None),
-            ("business_type", e.business_type),
-            ("agent", e.agent_id),
+            (
+                ("queue", e.queue),
+                ("channel", e.channel._value_ if e.channel else None),
+                ("business_type", e.business_type),
+                ("agent", e.agent_id),
+            )
         )
         for key in dims:
             p = w.part(key, self.n)

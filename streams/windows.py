@@ -9,8 +9,6 @@ events counted.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 
 def floor_to(ts: float, size: int) -> int:
     """Start of the window of ``size`` seconds containing ``ts``."""
@@ -28,11 +26,15 @@ def is_late(ts: float, stream_time: float, base: int, grace: int) -> bool:
     return floor_to(ts, base) + base + grace <= stream_time
 
 
-def split_by_window(start: float, end: float, base: int) -> Iterator[tuple[int, float]]:
-    """Yield ``(window_start, seconds)`` for the part of ``[start, end)`` in each base window."""
+def split_by_window(start: float, end: float, base: int) -> list[tuple[int, float]]:
+    """``(window_start, seconds)`` for the part of ``[start, end)`` in each base window. A list,
+    not a generator: it is called per agent state change, and a compiled generator's resumption
+    costs more than the list (an interval spans a few windows)."""
+    out = []
     t = start
     while t < end:
         w = floor_to(t, base)
         stop = min(end, w + base)
-        yield w, stop - t
+        out.append((w, stop - t))
         t = stop
+    return out

@@ -98,12 +98,14 @@ def test_a_compiled_module_older_than_its_source_is_refused(monkeypatch: pytest.
 
 
 def test_a_modules_pxd_is_part_of_its_build() -> None:
-    """Stage 1's classes are extension types when compiled (``streams/sources.pxd``); editing
-    only the ``.pxd`` makes the build stale as editing the source does."""
+    """Stage 1's classes and the sketch are extension types when compiled (``streams/*.pxd``);
+    editing only a ``.pxd`` makes the build stale as editing the source does."""
+    from streams.partial import Sketch
     from streams.sources import CallsSource, EngineParams
 
     src = CallsSource("cc.calls", 0, EngineParams(), {})
     assert not hasattr(src, "__dict__")  # struct fields, not an instance dict
+    assert not hasattr(Sketch(), "__dict__")  # streams/partial.pxd
     with pytest.raises(AttributeError):
         src.not_declared = 1  # type: ignore[attr-defined]
     py_only = hashlib.sha256(compiled.source_of("streams.sources").read_bytes()).hexdigest()
