@@ -26,7 +26,8 @@ class Pseudonymizer:
 
     HMAC-SHA256 as RFC 2104 (and ``hmac.new``) defines it, with the keyed inner and outer hash
     states made once and copied per value: ``hmac.new`` rebuilds them on every call in Python
-    code (about 5 us against 2 us here), and the stream pseudonymises every identified contact.
+    code (about 5 us against 2 us here; copying a keyed ``hmac.new`` object, about 3 us), and the
+    stream pseudonymises every identified contact.
     """
 
     def __init__(self, key: str | bytes) -> None:

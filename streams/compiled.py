@@ -80,8 +80,9 @@ def declarations_of(module: str) -> Path:
 def source_hash(module: str) -> str:
     """Hash of what the extension is built from: the source and its ``.pxd``, when it has one."""
     digest = hashlib.sha256(source_of(module).read_bytes())
-    if declarations_of(module).exists():
-        digest.update(declarations_of(module).read_bytes())
+    pxd = declarations_of(module)
+    if pxd.exists():
+        digest.update(pxd.read_bytes())
     return digest.hexdigest()
 
 
