@@ -71,7 +71,7 @@ def run_engine(arrivals_path: str, stage: str) -> None:
                     self.merger.on_message(m)
             records = [final_record(fw, self.thresholds, self.variant) for fw in self.merger.finalize()]
             for r in records:
-                r.model_dump_json()
+                r.to_json()
             detector.observe(records)
             detector.drain_staffing()
             if self.merger.s.next_window is not None:

@@ -43,6 +43,7 @@ from streams.early_warning.detector import EarlyWarningDetector
 from streams.early_warning.rules import load_rules
 from streams.engine import KpiEngine, State, messages_of, partial_records
 from streams.kafka import client_kwargs
+from streams.kpis import epoch_s
 from streams.merge import MergeParams, WindowMerger
 from streams.pipeline import expected_sources, final_record
 from streams.sources import EngineParams
@@ -337,7 +338,7 @@ class KpiWorker:
         base = self.settings.base_window_s
         for r in records:
             if r.window_size_s == base and r.dimension == "all":
-                self.metrics.emit_delay.observe(max(0.0, now - r.window_end.timestamp()))
+                self.metrics.emit_delay.observe(max(0.0, now - epoch_s(r.window_end)))
         self.metrics.kpis.update_rolling(self.detector)
         self.metrics.kpis.update_warnings(self.detector.tracker.open_warnings())
         self.metrics.kpis.update_staffing(self.detector)
@@ -360,7 +361,7 @@ class KpiWorker:
             variant = self.settings.sl_default_variant
             records = [final_record(fw, self.thresholds, variant) for fw in finals]
             for rec in records:
-                await self._send(self.settings.topics.kpis, rec.key().encode(), rec.model_dump_json().encode())
+                await self._send(self.settings.topics.kpis, rec.key().encode(), rec.to_json())
             for size, n in Counter(rec.window_size_s for rec in records).items():
                 self.metrics.kpi_records.labels(str(size)).inc(n)
             for w in self.detector.observe(records):

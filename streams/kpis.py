@@ -63,6 +63,14 @@ def _utc(ts: int) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
+@lru_cache(maxsize=4096)
+def epoch_s(dt: datetime) -> float:
+    """``dt.timestamp()`` of a record's window boundary, cached: the detector reads each
+    boundary of a window once per dimension value, and ``timestamp()`` of an aware datetime
+    costs about a microsecond (the datetimes are ``_utc``'s shared ones, their hash cached)."""
+    return dt.timestamp()
+
+
 @lru_cache(maxsize=64)
 def _variant_keys(thresholds: tuple[int, ...]) -> tuple[tuple[str, int, str], ...]:
     """``(variant@threshold, threshold index, variant)`` in the records' order."""
@@ -109,8 +117,10 @@ def kpi_record(
     for bucket in WAIT_BUCKETS:
         n, total, top2 = p.csat_wait.get(bucket, (0, 0, 0))
         if n:
-            csat_by_wait[bucket] = {"responses": n, "mean": total / n, "top2_ratio": top2 / n}
+            csat_by_wait[bucket] = {"responses": float(n), "mean": total / n, "top2_ratio": top2 / n}
     # Values are computed here from trusted state: construct without re-validating each field.
+    # Fields typed float get floats (agent seconds sum to ints when no agent was logged in), as
+    # validation would make them: ``KpiRecord.to_json`` then writes what ``model_dump_json`` does.
     return _trusted_record(
         {
             "schema_version": SCHEMA_VERSION,
@@ -150,12 +160,12 @@ def kpi_record(
             "repeat_contacts": p.repeat_contacts,
             "repeat_contact_rate": ratio(p.repeat_contacts, p.offered_identified),
             "staffed_agents": logged_in / window_s if dimension in ("all", "queue") else None,
-            "logged_in_seconds": logged_in,
-            "ready_seconds": p.ready_s,
-            "busy_seconds": p.busy_s,
-            "acw_state_seconds": p.acw_state_s,
-            "not_ready_seconds": p.not_ready_s,
-            "not_ready_by_reason": dict(sorted(p.not_ready_reasons.items())),
+            "logged_in_seconds": float(logged_in),
+            "ready_seconds": float(p.ready_s),
+            "busy_seconds": float(p.busy_s),
+            "acw_state_seconds": float(p.acw_state_s),
+            "not_ready_seconds": float(p.not_ready_s),
+            "not_ready_by_reason": {reason: float(secs) for reason, secs in sorted(p.not_ready_reasons.items())},
             "occupancy": ratio(working, p.ready_s + working),
             "utilization": ratio(working, logged_in),
             "tickets_created": p.tickets_created,

@@ -283,88 +283,85 @@ class KpiPartial:
     def _sums(self) -> list[tuple[str, float]]:
         return [(k, v) for k, v in self.__dict__.items() if v]  # the dict holds counters only
 
+    def _fields(self) -> list[tuple[str, Any]]:
+        """What this partial holds as (field, value) pairs, as ``merge`` reads them."""
+        items = self._sums()
+        items += [
+            ("answered_within", self.answered_within),
+            ("abandoned_within", self.abandoned_within),
+            ("longest_wait", self.longest_wait),
+            ("not_ready_reasons", self.not_ready_reasons),
+            ("frt", self.frt),
+            ("resolution", self.resolution),
+            ("deltas", self.deltas),
+            ("csat_wait", self.csat_wait),
+            ("levels", self.levels),
+        ]
+        return items
+
     def merge(self, other: KpiPartial) -> KpiPartial:
         """Add ``other`` (same window, another source) into self. Associative, commutative."""
-        return self._add(
-            other._sums(),
-            [getattr(other, name) for name in THRESHOLD_SUMS],
-            other.longest_wait,
-            other.not_ready_reasons,
-            [(name, getattr(other, name)) for name in SKETCHES],
-            other.deltas,
-            other.csat_wait,
-            other.levels,
-        )
+        return self._add(other._fields(), from_json=False)
 
     def merge_state(self, data: dict[str, Any]) -> KpiPartial:
         """``merge(KpiPartial.from_dict(data))`` without building the other partial: the merge
         stage adds up every source's partials of a window as they come off the topic."""
-        return self._add(
-            [(name, v) for name, v in data.items() if name in _SUM_SET],
-            [data.get(name) for name in THRESHOLD_SUMS],
-            data.get("longest_wait"),
-            data.get("not_ready_reasons", {}),
-            [(name, Sketch.from_state(data[name]) if name in data else None) for name in SKETCHES],
-            data.get("deltas", {}),
-            data.get("csat_wait", {}),
-            data.get("levels", {}),
-            fresh_sketches=True,
-        )
+        return self._add(data.items(), from_json=True)
 
-    def _add(
-        self,
-        sums: Iterable[tuple[str, float]],
-        within: list[list[int] | None],
-        longest: float | None,
-        reasons: dict[str, float],
-        sketches: list[tuple[str, Sketch | None]],
-        deltas: dict[str, dict[Any, int]],
-        csat_wait: dict[str, list[int]],
-        levels: dict[str, Any],
-        fresh_sketches: bool = False,
-    ) -> KpiPartial:
-        """The one merge, fed from another partial or from its JSON form (whose level seconds
-        are strings and level tuples lists). ``fresh_sketches``: the sketches were built for
-        this call (from JSON) and are adopted, not copied."""
+    def _add(self, fields: Iterable[tuple[str, Any]], from_json: bool) -> KpiPartial:
+        """The one merge, in one pass over what the other side holds: another partial's
+        ``_fields`` or its JSON form (``from_json``: level seconds are strings, level tuples
+        lists, sketches their state, built here and adopted). A JSON form holds a handful of
+        fields, and each is looked at once (unknown ones, from later versions, are skipped)."""
         mine = self.__dict__
-        for name, v in sums:
-            mine[name] = mine.get(name, 0) + v
-        for name, theirs in zip(THRESHOLD_SUMS, within, strict=True):
-            if theirs:
-                counts = getattr(self, name)
-                for i, v in enumerate(theirs):
-                    counts[i] += v
-        if longest is not None:
-            self.add_wait(longest)
-        for reason, secs in reasons.items():
-            self.not_ready_reasons[reason] = self.not_ready_reasons.get(reason, 0) + secs
-        for name, sketch in sketches:
-            if sketch is not None:
-                own = getattr(self, name)
-                if own is None:
-                    setattr(self, name, sketch if fresh_sketches else sketch.copy())
-                else:
-                    own.merge(sketch)
-        own_deltas = self.deltas
-        for level, series in deltas.items():
-            if not series:
-                continue
-            mine_series = own_deltas.get(level)
-            if mine_series is None:  # a new dict, in the order of theirs (add_level's result)
-                own_deltas[level] = {int(second): d for second, d in series.items()}
-                continue
-            for second, d in series.items():
-                second = int(second)
-                mine_series[second] = mine_series.get(second, 0) + d
-        for bucket, (n, total, top2) in csat_wait.items():
-            cell = self.csat_wait.setdefault(bucket, [0, 0, 0])
-            cell[0] += n
-            cell[1] += total
-            cell[2] += top2
-        if levels:
-            if self.levels:
-                raise ValueError("parallel merge of absolute levels is undefined; merge deltas first")
-            self.levels = {lv: tuple(v) for lv, v in levels.items()}  # type: ignore[misc]
+        for name, v in fields:
+            if name in _SUM_SET:
+                mine[name] = mine.get(name, 0) + v
+            elif name == "answered_within" or name == "abandoned_within":
+                if v:
+                    counts = getattr(self, name)
+                    for i, n in enumerate(v):
+                        counts[i] += n
+            elif name == "longest_wait":
+                if v is not None:
+                    self.add_wait(v)
+            elif name == "not_ready_reasons":
+                reasons = self.not_ready_reasons
+                for reason, secs in v.items():
+                    reasons[reason] = reasons.get(reason, 0) + secs
+            elif name == "frt" or name == "resolution":
+                if v is not None:
+                    sketch = Sketch.from_state(v) if from_json else v
+                    own = getattr(self, name)
+                    if own is None:
+                        setattr(self, name, sketch if from_json else sketch.copy())
+                    else:
+                        own.merge(sketch)
+            elif name == "deltas":
+                own_deltas = self.deltas
+                for level, series in v.items():
+                    if not series:
+                        continue
+                    mine_series = own_deltas.get(level)
+                    if mine_series is None:  # a new dict, in the order of theirs (add_level's result)
+                        own_deltas[level] = {int(second): d for second, d in series.items()}
+                        continue
+                    for second, d in series.items():
+                        second = int(second)
+                        mine_series[second] = mine_series.get(second, 0) + d
+            elif name == "csat_wait":
+                own_cells = self.csat_wait
+                for bucket, (n, total, top2) in v.items():
+                    cell = own_cells.get(bucket)
+                    if cell is None:
+                        cell = own_cells[bucket] = [0, 0, 0]
+                    cell[0] += n
+                    cell[1] += total
+                    cell[2] += top2
+            elif name == "levels" and v:
+                if self.levels:
+                    raise ValueError("parallel merge of absolute levels is undefined; merge deltas first")
+                self.levels = {lv: tuple(x) for lv, x in v.items()}  # type: ignore[misc]
         return self
 
     def resolve_levels(self, start_levels: dict[str, int]) -> dict[str, int]:

@@ -9,9 +9,13 @@ import json
 import random
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
 from schemas.records import KpiRecord, WarningRecord
 from streams.early_warning.detector import EarlyWarningDetector
 from streams.early_warning.rules import RuleSet, load_rules
+from streams.early_warning.seasonal import SeasonalBaseline, slot_of
 from tests.crashes import apply, durable
 
 T0 = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)  # Monday 00:00
@@ -362,3 +366,23 @@ def test_state_written_before_the_replay_guards_loads() -> None:
     assert [w.model_dump() for w in out_a] == [w.model_dump() for w in out_b]
     assert len(out_a) >= 2
     assert [x.dump_profile() for x in a.baselines.values()] == [x.dump_profile() for x in b.baselines.values()]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    slot_s=st.sampled_from([60, 300, 900, 3600, 7 * 86_400, 1000, 86_399]),
+    window_s=st.sampled_from([60, 300, 900, 3600, 45, 7]),
+    start=st.integers(0, 3 * 7 * 86_400),
+    span=st.integers(0, 3 * 86_400),
+    missing=st.sets(st.integers(0, 700), max_size=3),
+)
+@example(slot_s=1000, window_s=60, start=345_000, span=700, missing={0})  # ends in the next week's slot 0
+def test_a_trusted_lookback_is_one_with_history_for_every_window_start(
+    slot_s: int, window_s: int, start: int, span: int, missing: set[int]
+) -> None:
+    """``trusted`` looks up each slot once; the definition is every window start's slot, also
+    where a slot does not divide the week (its last slot is short) and across the week's end."""
+    b = SeasonalBaseline(slot_s, window_s, weeks=5, min_weeks=1, half_life_s=86_400)
+    b.history = {slot: [1.0] for slot in range(7 * 86_400 // slot_s + 1) if slot not in missing}
+    starts = range(start, start + span, window_s)
+    assert b.trusted(start, start + span) == all(slot_of(t, slot_s) not in missing for t in starts)

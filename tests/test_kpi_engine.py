@@ -56,6 +56,8 @@ def test_stream_equals_reference_with_disorder_duplicates_and_late(seed: int, pa
     assert (pipe.late, pipe.duplicates) == (counts["late"], counts["duplicate"])
     assert len(ref) > 1000
     assert differences(ref, got) == []
+    # the worker's JSON of a record (orjson) is pydantic's, byte for byte
+    assert [r.to_json() for r in got.values()] == [r.model_dump_json().encode() for r in got.values()]
     # the day had every kind of activity
     total = {k: v for k, v in ref.items() if k.startswith("3600|") and k.endswith("|all|")}
     assert sum(r.offered for r in total.values()) > 500

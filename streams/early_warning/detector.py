@@ -31,6 +31,7 @@ from streams.early_warning.seasonal import SeasonalBaseline, deviation
 from streams.early_warning.staffing_gap import StaffingGap, evaluate_gap, interval_record
 from streams.early_warning.tracker import Evaluation, WarningTracker
 from streams.forecast import Forecast, ForecastAccuracy, forecast
+from streams.kpis import epoch_s
 
 Key = tuple[str, str]  # (dimension, value)
 
@@ -50,6 +51,29 @@ def _fmt(kpi: str, v: float | None) -> str:
     if kpi.endswith("_seconds"):
         return f"{v:.0f} s"
     return f"{v:.2f}" if kpi == "csat_mean" else f"{v:.0f}"
+
+
+def _rule_kpi(rule: ThresholdRule) -> str:
+    return rule.kpi if rule.threshold_s is None else f"{rule.kpi} ({rule.threshold_s} s)"
+
+
+def _staffing_reason(rule: StaffingRule, gap: StaffingGap, where: str, shown: WarningLevel | None) -> str:
+    basis = []
+    if gap.forecast is not None:
+        basis.append(f"{gap.forecast.volume:.0f} contacts forecast")
+    basis.append(f"{gap.actual_volume:.0f} at the current rate")
+    sl = "n/a" if gap.expected_service_level is None else f"{gap.expected_service_level:.0%}"
+    reason = (
+        f"{where}: {gap.staffed:.1f} agents staffed (ready, busy, after-call work) where {gap.required} are "
+        f"needed for {rule.target:.0%} in {rule.threshold_s} s ({' / '.join(basis)} per "
+        f"{rule.interval_s // 60} min, AHT {gap.aht_s:.0f} s): "
+    )
+    if shown:
+        reason += f"{gap.gap:.1f} agents short ({gap.shortfall:.0%}); with this staff expect {sl} in "
+        reason += f"{rule.threshold_s} s"
+    else:
+        reason += "staffed for the traffic"
+    return reason
 
 
 def _win_end(key: str) -> int:
@@ -102,7 +126,7 @@ class EarlyWarningDetector:
             t = 0.0
             for r in window:
                 key = (r.dimension, r.dimension_value)
-                t = r.window_end.timestamp()
+                t = epoch_s(r.window_end)
                 rolling = self.rolling.setdefault(key, Rolling(self.keep_s))
                 if rolling.windows and t <= rolling.windows[-1].end:
                     continue  # seen before (a replay after a crash): observing twice would double-count
@@ -136,26 +160,33 @@ class EarlyWarningDetector:
         if k is None:
             k = views[rule.lookback_s] = LookbackKpis(rolling.over(rule.lookback_s, t), self.thresholds, self.variant)
         value, volume = k.value(rule.kpi, rule.threshold_s), k.volume(rule.kpi)
-        minutes = rule.lookback_s / 60
-        name = rule.kpi if rule.threshold_s is None else f"{rule.kpi} ({rule.threshold_s} s)"
+        # reasons are functions, called only when the evaluation changes a warning (rarely):
+        # formatting every evaluation's text was a tenth of the detector's time
         if value is None or volume < rule.min_volume:
             self.notes[(rule.name, *key)] = f"not evaluated: {volume:.0f} contacts < guard {rule.min_volume}"
-            ev = Evaluation(None, None, value, reason=f"{name} back to normal (volume {volume:.0f})")
+
+            def reason() -> str:
+                return f"{_rule_kpi(rule)} back to normal (volume {volume:.0f})"
+
+            ev = Evaluation(None, None, value, reason=reason)
         else:
             self.notes.pop((rule.name, *key), None)
             above = rule.direction == "above"
             enter, hold = band_levels(value, rule.levels, above)
             shown = enter or hold
             band = rule.levels[shown] if shown else None
-            where = "all" if key[0] == "all" else f"{key[0]} {key[1]}"
-            side = "above" if above else "below"
-            if shown and band:
-                reason = (
-                    f"{where}: {name} {_fmt(rule.kpi, value)} over the last {minutes:.0f} min, {side} the "
-                    f"{shown.value} threshold {_fmt(rule.kpi, band.enter)} ({volume:.0f} contacts)"
-                )
-            else:
-                reason = f"{where}: {name} {_fmt(rule.kpi, value)} over the last {minutes:.0f} min, back to normal"
+
+            def reason() -> str:
+                name, minutes = _rule_kpi(rule), rule.lookback_s / 60
+                where = "all" if key[0] == "all" else f"{key[0]} {key[1]}"
+                if shown and band:
+                    return (
+                        f"{where}: {name} {_fmt(rule.kpi, value)} over the last {minutes:.0f} min, "
+                        f"{'above' if above else 'below'} the {shown.value} threshold {_fmt(rule.kpi, band.enter)} "
+                        f"({volume:.0f} contacts)"
+                    )
+                return f"{where}: {name} {_fmt(rule.kpi, value)} over the last {minutes:.0f} min, back to normal"
+
             ev = Evaluation(enter, hold, value, threshold=band.enter if band else None, reason=reason)
         rec = self.tracker.step(rule.name, rule.kpi, key[0], key[1], ev, t, rule.for_windows, rule.clear_windows)
         return [rec] if rec else []
@@ -211,7 +242,7 @@ class EarlyWarningDetector:
             rec = self.tracker.step(name, "offered", key[0], key[1], ev, t, rule.for_windows, rule.clear_windows)
             if rec:
                 out.append(rec)
-        base.observe(r.window_start.timestamp(), float(r.offered))
+        base.observe(epoch_s(r.window_start), float(r.offered))
         if base.profile_changed:
             self._dirty.add(f"ew-prof|{rule.name}|{key[0]}|{key[1]}")
             base.profile_changed = False
@@ -251,24 +282,14 @@ class EarlyWarningDetector:
             self.notes.pop(skey, None)
             enter, hold = band_levels(gap.shortfall, rule.levels, above=True)
             shown = enter or hold
-            basis = []
-            if gap.forecast is not None:
-                basis.append(f"{gap.forecast.volume:.0f} contacts forecast")
-            basis.append(f"{gap.actual_volume:.0f} at the current rate")
-            sl = "n/a" if gap.expected_service_level is None else f"{gap.expected_service_level:.0%}"
-            reason = (
-                f"{where}: {gap.staffed:.1f} agents staffed (ready, busy, after-call work) where {required} are "
-                f"needed for {rule.target:.0%} in {rule.threshold_s} s ({' / '.join(basis)} per "
-                f"{rule.interval_s // 60} min, AHT {gap.aht_s:.0f} s): "
-            )
-            if shown:
-                reason += f"{gap.gap:.1f} agents short ({gap.shortfall:.0%}); with this staff expect {sl} in "
-                reason += f"{rule.threshold_s} s"
-            else:
-                reason += "staffed for the traffic"
             band = rule.levels[shown] if shown else None
             ev = Evaluation(
-                enter, hold, gap.shortfall, threshold=band.enter if band else None, expected=required, reason=reason
+                enter,
+                hold,
+                gap.shortfall,
+                threshold=band.enter if band else None,
+                expected=required,
+                reason=lambda: _staffing_reason(rule, gap, where, shown),  # only if it changes a warning
             )
         rec = self.tracker.step(
             rule.name, "staffing_shortfall", key[0], key[1], ev, t, rule.for_windows, rule.clear_windows

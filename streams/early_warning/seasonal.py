@@ -68,9 +68,18 @@ class SeasonalBaseline:
         return median(h) if h else None
 
     def trusted(self, start: float, end: float) -> bool:
-        return all(
-            len(self.history.get(slot_of(t, self.slot_s), ())) >= self.min_weeks for t in self._starts(start, end)
-        )
+        """Whether every slot holding a window start in [start, end) has ``min_weeks`` of history.
+        Each slot is looked up once: from a window start, the next one checked is the first in
+        the next slot (a lookback of an hour is 60 windows but 4 or 5 slots)."""
+        t, stop, step, slot_s = int(start), int(end), self.window_s, self.slot_s
+        while t < stop:
+            pos = (t + _MONDAY_OFFSET) % WEEK_S
+            if len(self.history.get(int(pos // slot_s), ())) < self.min_weeks:
+                return False
+            # the slot changes at its end or at the end of the week, whichever comes first
+            change = t + min((pos // slot_s + 1) * slot_s, WEEK_S) - pos
+            t += -(-(change - t) // step) * step  # the first window start at or after it
+        return True
 
     def expected(self, start: float, end: float) -> tuple[float, float]:
         """Expected volume in [start, end) (base window starts), profile x level, and the extra

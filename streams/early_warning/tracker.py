@@ -17,6 +17,7 @@ window would count twice.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,7 +35,8 @@ class Evaluation:
     value: float | None
     threshold: float | None = None
     expected: float | None = None
-    reason: str = ""
+    # the text, or a function making it: called only when the evaluation changes a warning
+    reason: str | Callable[[], str] = ""
 
 
 @dataclass
@@ -119,7 +121,7 @@ class WarningTracker:
             started_at=_dt(s.started_at),
             updated_at=_dt(t),
             resolved_at=_dt(t) if change == "resolved" else None,
-            reason=ev.reason,
+            reason=ev.reason if isinstance(ev.reason, str) else ev.reason(),
         )
         if change == "resolved":
             self.states.pop(key, None)
