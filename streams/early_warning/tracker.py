@@ -79,8 +79,12 @@ class WarningTracker:
         if self.upto is not None and t <= self.upto:
             return None  # stepped through before a crash (see the module docstring)
         key = (rule, dimension, value)
-        s = self.states.setdefault(key, WarningState())
         enter, hold = RANK[ev.enter], max(RANK[ev.hold], RANK[ev.enter])
+        s = self.states.get(key)
+        if s is None:
+            if not enter:
+                return None  # no warning, no streak, nothing entered: nothing to track
+            s = self.states[key] = WarningState()
         change = None
         if enter > s.level:
             s.up_min = enter if s.up_streak == 0 else min(s.up_min, enter)
