@@ -317,7 +317,7 @@ class KpiPartial:
         for name, v in fields:
             if name in _SUM_SET:
                 mine[name] = mine.get(name, 0) + v
-            elif name == "answered_within" or name == "abandoned_within":
+            elif name in THRESHOLD_SUMS:
                 if v:
                     counts = getattr(self, name)
                     for i, n in enumerate(v):
@@ -329,7 +329,7 @@ class KpiPartial:
                 reasons = self.not_ready_reasons
                 for reason, secs in v.items():
                     reasons[reason] = reasons.get(reason, 0) + secs
-            elif name == "frt" or name == "resolution":
+            elif name in SKETCHES:
                 if v is not None:
                     sketch = Sketch.from_state(v) if from_json else v
                     own = getattr(self, name)

@@ -73,9 +73,9 @@ class SeasonalBaseline:
         the next slot (a lookback of an hour is 60 windows but 4 or 5 slots)."""
         t, stop, step, slot_s = int(start), int(end), self.window_s, self.slot_s
         while t < stop:
-            pos = (t + _MONDAY_OFFSET) % WEEK_S
-            if len(self.history.get(int(pos // slot_s), ())) < self.min_weeks:
+            if len(self.history.get(slot_of(t, slot_s), ())) < self.min_weeks:
                 return False
+            pos = (t + _MONDAY_OFFSET) % WEEK_S  # where t is in the week
             # the slot changes at its end or at the end of the week, whichever comes first
             change = t + min((pos // slot_s + 1) * slot_s, WEEK_S) - pos
             t += -(-(change - t) // step) * step  # the first window start at or after it
