@@ -74,7 +74,12 @@ def events(n: int, scale: int = 1) -> list:
     return out[:n]
 
 
-SCRAPED = ("callpulse_input_records_total", "callpulse_events_total", "callpulse_kpi_records_total")
+SCRAPED = (
+    "callpulse_input_records_total",
+    "callpulse_events_total",
+    "callpulse_kpi_records_total",
+    "callpulse_gc_pause_seconds_sum",
+)
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -85,7 +90,7 @@ def scrape(port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics?{query}", timeout=2).read().decode()
     out: dict[str, float] = {}
     for name in SCRAPED:
-        total = sum(float(v) for v in re.findall(rf"^{name}{{[^}}]*}} ([0-9.e+]+)$", text, re.M))
+        total = sum(float(v) for v in re.findall(rf"^{name}{{[^}}]*}} ([0-9.e+-]+)$", text, re.M))
         out[name] = total
     out["accepted"] = sum(
         float(v) for v in re.findall(r'^callpulse_events_total{[^}]*outcome="accepted"[^}]*} ([0-9.e+]+)$', text, re.M)
@@ -200,11 +205,12 @@ def run_worker(evs: list, partitions: int, envelope: int, logs: Path) -> dict[st
         worker = WorkerProcess(env, logs / f"worker-{envelope}.log").start()
         try:
             result = follow_worker(port, len(evs), consuming_since(worker))
+            gc_s = scrape(port)["callpulse_gc_pause_seconds_sum"]
             rss = peak_rss_mib(worker.proc.pid)  # type: ignore[union-attr]
             cpu = cpu_s(worker.proc.pid)  # type: ignore[union-attr]
         finally:
             worker.stop()
-        return {**result, "peak_rss_mib": rss, "cpu_s": cpu, "produce_s": produce_s}
+        return {**result, "peak_rss_mib": rss, "cpu_s": cpu, "gc_s": gc_s, "produce_s": produce_s}
 
 
 def run_in_process(evs: list, partitions: int) -> dict[str, float]:
@@ -250,15 +256,19 @@ def main() -> None:
         label = "worker, one event per record" if envelope == 1 else f"worker, envelopes of {envelope}"
         rows.append((label, run_worker(evs, args.partitions, envelope, logs)))
     head = f"{'path':36} {'events':>9} {'stage 1 ev/s':>13} {'end-to-end ev/s':>16} {'KPI records':>12}"
-    print(f"\n{head} {'RSS MiB':>8} {'CPU s':>6}")
+    print(f"\n{head} {'RSS MiB':>8} {'CPU s':>6} {'GC s':>5}")
     for label, r in rows:
         rss = f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else "-"
         cpu = f"{r['cpu_s']:.1f}" if "cpu_s" in r else "-"
+        gc_s = f"{r['gc_s']:.2f}" if "gc_s" in r else "-"
         print(
             f"{label:36} {r['events']:>9.0f} {r['events_per_s']:>13.0f} {r['end_to_end_per_s']:>16.0f} "
-            f"{r['kpi_records']:>12.0f} {rss:>8} {cpu:>6}"
+            f"{r['kpi_records']:>12.0f} {rss:>8} {cpu:>6} {gc_s:>5}"
         )
-    print("(CPU s: the worker process from its start, start-up and group join included; in process: the feed alone)")
+    print(
+        "(CPU s: the worker process from its start, start-up and group join included; in process: the feed alone;"
+        " GC s: the worker's garbage-collector pauses, callpulse_gc_pause_seconds)"
+    )
     print(f"KPI engine: {engine_mode()} ({PURE_ENV}=1 for the sources)")
 
 

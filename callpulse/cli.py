@@ -118,8 +118,9 @@ def worker(loglevel: str) -> None:
     metrics = WorkerMetrics(thresholds=settings.sl_thresholds_s, max_values=settings.metrics_max_label_values)
     if settings.metrics_port:
         metrics.serve(settings.metrics_port, settings.metrics_host)
-    app, _ = create_app(settings, metrics)
-    tune_gc(settings)
+    app, kpi_worker = create_app(settings, metrics)
+    tune_gc(settings)  # Python's trigger until the worker takes over (its own clock, BatchGc)
+    kpi_worker.gc.start()
     click.echo(f"callpulse worker: KPI engine {engine_mode()}", err=True)
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
 

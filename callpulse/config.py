@@ -69,13 +69,21 @@ class Settings(BaseSettings):
     gc_gen0_threshold: int = Field(
         default=50_000,
         ge=0,
-        description="allocations between young-generation garbage collections (Python's default 700; 0 keeps it)",
+        description="allocations between young-generation garbage collections where Python's trigger stays on "
+        "(gc_young_every_s 0; Python's default 700; 0 keeps it)",
+    )
+    gc_young_every_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="the worker's young garbage collections: Python's allocation trigger is off, and after a batch "
+        "or heartbeat at least this long after the last one the worker collects and freezes what survived "
+        "(0: Python's trigger, gc_gen0_threshold, and a young collection after every batch)",
     )
     gc_full_every_s: float = Field(
         default=600.0,
         ge=0,
-        description="the worker freezes its state out of the garbage collector after each batch and runs a full "
-        "collection this often (0: no freezing, Python's generations alone)",
+        description="the worker freezes its state out of the garbage collector and runs a full collection this "
+        "often (0: no freezing, Python's generations alone)",
     )
 
     # ClickHouse

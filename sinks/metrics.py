@@ -59,6 +59,13 @@ class WorkerMetrics:
             registry=r,
             buckets=(1, 5, 15, 30, 60, 120, 180, 300, 600, 1800, 3600),
         )
+        self.gc_pause = Histogram(
+            "callpulse_gc_pause_seconds",
+            "Pauses of the cyclic garbage collector in the worker, by generation (2: full; streams/app.py BatchGc)",
+            ["generation"],
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)

@@ -446,6 +446,12 @@ def pipeline() -> dict[str, Any]:
         ),
         ("Stream time behind wall clock", "time() - min(callpulse_stream_time_seconds)", "behind", "s"),
         (
+            "Garbage-collector pauses (seconds per second, by generation)",
+            "sum by (generation) (rate(callpulse_gc_pause_seconds_sum[$__rate_interval]))",
+            "generation {{generation}}",
+            "percentunit",
+        ),
+        (
             "ClickHouse rows per second by table",
             "sum by (table) (rate(callpulse_sink_rows_total[$__rate_interval]))",
             "{{table}}",
