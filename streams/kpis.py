@@ -46,6 +46,30 @@ def service_level(p: KpiPartial, i: int, variant: str) -> float | None:
     raise ValueError(f"unknown service level variant {variant!r}")
 
 
+def service_levels(p: KpiPartial, thresholds: tuple[int, ...]) -> dict[str, float | None]:
+    """Every variant at every threshold, keyed ``variant@threshold`` (thresholds in order, each
+    with ``SL_VARIANTS`` in order): ``service_level``'s formulas, with the partial's counters
+    read once per record instead of once per variant (12 calls per record with the defaults)."""
+    answered, abandoned, offered = p.answered, p.abandoned, p.offered
+    both = answered + abandoned
+    no_short = both - p.short_abandoned
+    out: dict[str, float | None] = {}
+    for keys, a_x, ab_x in zip(_variant_names(thresholds), p.answered_within, p.abandoned_within, strict=True):
+        out[keys[0]] = ratio(a_x, answered)
+        out[keys[1]] = ratio(a_x, both)
+        out[keys[2]] = ratio(a_x, no_short)
+        out[keys[3]] = ratio(a_x, both - ab_x)
+        out[keys[4]] = ratio(a_x + ab_x, both)
+        out[keys[5]] = ratio(a_x + ab_x, offered)
+    return out
+
+
+@lru_cache(maxsize=64)
+def _variant_names(thresholds: tuple[int, ...]) -> tuple[tuple[str, ...], ...]:
+    """Per threshold, ``variant@threshold`` of each of ``SL_VARIANTS``, in their order."""
+    return tuple(tuple(f"{v}@{t}" for v in SL_VARIANTS) for t in thresholds)
+
+
 def _percentiles(p: KpiPartial, name: str) -> list[float | None]:
     """p50, p90, p95 of a sketch (None without values)."""
     sketch = getattr(p, name)
@@ -69,12 +93,6 @@ def epoch_s(dt: datetime) -> float:
     boundary of a window once per dimension value, and ``timestamp()`` of an aware datetime
     costs about a microsecond (the datetimes are ``_utc``'s shared ones, their hash cached)."""
     return dt.timestamp()
-
-
-@lru_cache(maxsize=64)
-def _variant_keys(thresholds: tuple[int, ...]) -> tuple[tuple[str, int, str], ...]:
-    """``(variant@threshold, threshold index, variant)`` in the records' order."""
-    return tuple((f"{v}@{t}", i, v) for i, t in enumerate(thresholds) for v in SL_VARIANTS)
 
 
 @lru_cache(maxsize=64)
@@ -110,7 +128,7 @@ def kpi_record(
     logged_in = p.ready_s + p.busy_s + p.acw_state_s + p.not_ready_s
     working = p.busy_s + p.acw_state_s
     lv = p.levels
-    variants = {key: service_level(p, i, v) for key, i, v in _variant_keys(thresholds)}
+    variants = service_levels(p, thresholds)
     names = _threshold_names(thresholds)
     frt, resolution = _percentiles(p, "frt"), _percentiles(p, "resolution")
     csat_by_wait: dict[str, dict[str, float | None]] = {}

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.kpis import kpi_record, service_level
+from streams.kpis import SL_VARIANTS, kpi_record, service_level, service_levels
 from streams.partial import KpiPartial, wait_bucket
 from streams.windows import closed_boundary, floor_to, is_late, split_by_window
 
@@ -109,6 +109,22 @@ def test_service_level_variants_by_hand() -> None:
     assert service_level(p, 0, "left_queue") == pytest.approx(65 / 100)
     assert service_level(p, 1, "answered") == pytest.approx(70 / 80)
     assert service_level(_calls(0, [0, 0], 0, [0, 0], 0, 0), 0, "answered") is None  # no calls is not 0 %
+
+
+@given(
+    st.lists(st.integers(0, 40), min_size=4, max_size=4),
+    st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20)), min_size=1, max_size=3),
+)
+def test_a_records_service_levels_are_each_variants_formula(counts: list[int], within: list[tuple[int, int]]) -> None:
+    """``service_levels`` (one pass per record) gives, key for key and in order, what
+    ``service_level`` gives per variant and threshold, zero denominators included."""
+    thresholds = tuple(10 * (i + 1) for i in range(len(within)))
+    p = KpiPartial(len(thresholds))
+    p.offered, p.answered, p.abandoned, p.short_abandoned = counts
+    p.answered_within = [a for a, _ in within]
+    p.abandoned_within = [b for _, b in within]
+    expected = {f"{v}@{t}": service_level(p, i, v) for i, t in enumerate(thresholds) for v in SL_VARIANTS}
+    assert list(service_levels(p, thresholds).items()) == list(expected.items())
 
 
 def test_record_formulas_by_hand() -> None:
