@@ -93,7 +93,7 @@ def scrape(port: int) -> dict[str, float]:
         total = sum(float(v) for v in re.findall(rf"^{name}{{[^}}]*}} ([0-9.e+-]+)$", text, re.M))
         out[name] = total
     out["accepted"] = sum(
-        float(v) for v in re.findall(r'^callpulse_events_total{[^}]*outcome="accepted"[^}]*} ([0-9.e+]+)$', text, re.M)
+        float(v) for v in re.findall(r'^callpulse_events_total{[^}]*outcome="accepted"[^}]*} ([0-9.e+-]+)$', text, re.M)
     )
     return out
 

@@ -438,10 +438,11 @@ class BatchGc:
             gc.disable()
 
     def _pause(self, phase: str, info: dict[str, int]) -> None:
+        """A ``gc.callbacks`` hook (installed by ``start`` only with an ``observe``)."""
         if phase == "start":
             self._started_at = time.perf_counter()
-        elif self._observe is not None:
-            self._observe(info["generation"], time.perf_counter() - self._started_at)
+        else:
+            self._observe(info["generation"], time.perf_counter() - self._started_at)  # type: ignore[misc]
 
     def after_batch(self) -> None:
         if not self.full_every_s:

@@ -4,6 +4,7 @@
 # arithmetic is Python's.
 
 cpdef ratio(num, den)
+cpdef tuple _variant_values(a_x, ab_x, answered, abandoned, short, offered)
 cpdef service_level(p, i, variant)
 cpdef service_levels(p, thresholds)
 cpdef _percentiles(p, name)

@@ -28,39 +28,44 @@ def ratio(num: float, den: float) -> float | None:
     return num / den if den else None
 
 
+def _variant_values(
+    a_x: int, ab_x: int, answered: int, abandoned: int, short: int, offered: int
+) -> tuple[float | None, ...]:
+    """The service level of each of ``SL_VARIANTS``, in its order, from one threshold's counts
+    (answered and abandoned within it) and the window's: the one place of the six formulas."""
+    both = answered + abandoned
+    return (
+        ratio(a_x, answered),
+        ratio(a_x, both),
+        ratio(a_x, both - short),
+        ratio(a_x, both - ab_x),
+        ratio(a_x + ab_x, both),
+        ratio(a_x + ab_x, offered),
+    )
+
+
+_VARIANT_INDEX = {v: n for n, v in enumerate(SL_VARIANTS)}
+
+
 def service_level(p: KpiPartial, i: int, variant: str) -> float | None:
     """Service level for threshold index ``i`` in one of ``SL_VARIANTS``."""
-    a_x, ab_x = p.answered_within[i], p.abandoned_within[i]
-    if variant == "answered":
-        return ratio(a_x, p.answered)
-    if variant == "answered_abandoned":
-        return ratio(a_x, p.answered + p.abandoned)
-    if variant == "answered_abandoned_no_short":
-        return ratio(a_x, p.answered + p.abandoned - p.short_abandoned)
-    if variant == "abandons_ignored":
-        return ratio(a_x, p.answered + p.abandoned - ab_x)
-    if variant == "abandons_positive":
-        return ratio(a_x + ab_x, p.answered + p.abandoned)
-    if variant == "left_queue":
-        return ratio(a_x + ab_x, p.offered)
-    raise ValueError(f"unknown service level variant {variant!r}")
+    n = _VARIANT_INDEX.get(variant)
+    if n is None:
+        raise ValueError(f"unknown service level variant {variant!r}")
+    values = _variant_values(
+        p.answered_within[i], p.abandoned_within[i], p.answered, p.abandoned, p.short_abandoned, p.offered
+    )
+    return values[n]
 
 
 def service_levels(p: KpiPartial, thresholds: tuple[int, ...]) -> dict[str, float | None]:
     """Every variant at every threshold, keyed ``variant@threshold`` (thresholds in order, each
-    with ``SL_VARIANTS`` in order): ``service_level``'s formulas, with the partial's counters
-    read once per record instead of once per variant (12 calls per record with the defaults)."""
-    answered, abandoned, offered = p.answered, p.abandoned, p.offered
-    both = answered + abandoned
-    no_short = both - p.short_abandoned
+    with ``SL_VARIANTS`` in order), with the partial's counters read once per record instead of
+    once per variant (12 ``service_level`` calls per record with the defaults)."""
+    answered, abandoned, short, offered = p.answered, p.abandoned, p.short_abandoned, p.offered
     out: dict[str, float | None] = {}
     for keys, a_x, ab_x in zip(_variant_names(thresholds), p.answered_within, p.abandoned_within, strict=True):
-        out[keys[0]] = ratio(a_x, answered)
-        out[keys[1]] = ratio(a_x, both)
-        out[keys[2]] = ratio(a_x, no_short)
-        out[keys[3]] = ratio(a_x, both - ab_x)
-        out[keys[4]] = ratio(a_x + ab_x, both)
-        out[keys[5]] = ratio(a_x + ab_x, offered)
+        out.update(zip(keys, _variant_values(a_x, ab_x, answered, abandoned, short, offered), strict=True))
     return out
 
 
