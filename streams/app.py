@@ -9,14 +9,16 @@ Agents
     ``cc.kpis`` (stage 2, ``streams.merge``).
   * a 1 s timer: the idle heartbeat (silence closes windows) and assignment changes.
 
-State lives in plain changelog-backed tables written per batch (``Table.send_changelog`` with
-an explicit partition: one write per changed key per batch, not per event). Faust's windowed
-tables and ``on_window_close`` are not used: they close on wall-clock time and forget windows
-restored after a rebalance (faust-streaming #250, #385, #118).
+State lives in plain changelog-backed tables written per batch (the table's local data and its
+changelog topic, with an explicit partition: one write per changed key per batch, not per
+event). Faust's windowed tables and ``on_window_close`` are not used: they close on wall-clock
+time and forget windows restored after a rebalance (faust-streaming #250, #385, #118).
 
 Order per batch (at-least-once; see ``streams/sources.py`` for why it is crash-safe):
 dead letters + partial messages -> flush -> window entries -> flush -> entity facts -> flush ->
-source metas -> flush -> acks (offsets are committed only after all of it is in Kafka).
+source metas -> flush -> acks (offsets are committed only after all of it is in Kafka; a batch
+that raised or was cancelled is not acked). Writes go through ``streams.kafka.RecordBatches``:
+one producer batch per topic partition, a flush waits for every batch's delivery.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from streams.consumer import BUNDLE_MAX, CallpulseApp, records_of, take_records
 from streams.early_warning.detector import EarlyWarningDetector
 from streams.early_warning.rules import load_rules
 from streams.engine import KpiEngine, State, messages_of, partial_records
-from streams.kafka import client_kwargs
+from streams.kafka import RecordBatches, client_kwargs
 from streams.kpis import epoch_s
 from streams.merge import MergeParams, WindowMerger
 from streams.pipeline import expected_sources, final_record
@@ -95,6 +97,7 @@ class KpiWorker:
         self.lock = asyncio.Lock()
         self.restored: set[int] = set()
         self.merger_loaded = False
+        self._batches: RecordBatches | None = None
         self._last_report = 0.0
         self._records_seen = 0
         self.gc = BatchGc(
@@ -244,7 +247,7 @@ class KpiWorker:
         drained = self.engine.drain()
         for key, value in partial_records(drained.messages):
             await self._send(self.settings.topics.partials, key, value)
-        await self.app.producer.flush()
+        await self._flush()
         await self._write_in_order(self.state, drained.groups())
         times = [s.st for s in self.engine.sources() if s.st is not None]
         if times:
@@ -253,9 +256,20 @@ class KpiWorker:
     async def _send(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None, headers: Any = None
     ) -> None:
-        """Hand a record to the producer's own batching (``flush`` waits for delivery). Faust's
-        buffered ``send_soon`` path moves records one by one, too slow for per-batch state."""
-        await self.app.producer.send(topic, key, value, partition, None, headers)
+        """Append a record to the output batches (``_flush`` waits for its delivery). Faust's
+        buffered ``send_soon`` path moves records one by one, too slow for per-batch state, and
+        a producer ``send`` per record was a tenth of the main thread (``RecordBatches``)."""
+        await self._output().add(topic, key, value, partition, headers)
+
+    async def _flush(self) -> None:
+        """Every record sent so far is delivered (raises if one was not)."""
+        await self._output().flush()
+
+    def _output(self) -> RecordBatches:
+        producer = self.app.producer._ensure_producer()  # the aiokafka producer faust started
+        if self._batches is None or self._batches.producer is not producer:
+            self._batches = RecordBatches(producer)
+        return self._batches
 
     async def _write_in_order(self, table: Any, groups: Iterable[dict[tuple[int, str], State]]) -> None:
         """Make each group of table entries durable before the next one is sent: the persist
@@ -263,7 +277,7 @@ class KpiWorker:
         for entries in groups:
             if entries:
                 await self._write(table, entries)
-                await self.app.producer.flush()
+                await self._flush()
 
     async def _write(self, table: Any, entries: dict[tuple[int, str], State]) -> None:
         """Write table entries to the local store and the changelog, JSON-encoded as the
@@ -374,7 +388,7 @@ class KpiWorker:
                 self.metrics.warning_changes.labels(w.rule, w.change).inc()
             for st in self.detector.drain_staffing():
                 await self._send(self.settings.topics.staffing, st.key().encode(), st.model_dump_json().encode())
-            await self.app.producer.flush()
+            await self._flush()
             if records:
                 self._publish_kpis(records)
             if self.merger.s.next_window is not None:

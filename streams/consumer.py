@@ -284,8 +284,12 @@ async def _take_records(stream: Any, max_records: int, within: float) -> AsyncIt
             await stream.crash(exc)
         return value
 
-    enable_acks = stream.enable_acks
-    stream.enable_acks = False  # acked below, after the caller handled the batch
+    # Acked below, after the caller handled the batch, and never by the stream itself, also not
+    # after this generator is closed. faust's ``take`` turns the stream's acks back on when it
+    # closes: a stopping worker's stream would then ack messages still buffered in its channel
+    # (not yet tracked, so faust's ``wait_empty`` does not wait for them) that no agent handled,
+    # and the consumer's last commit could move past them.
+    stream.enable_acks = False
     stream.add_processor(add_to_buffer)
     stream._enable_passive(aiter(stream.channel))
     try:
@@ -293,16 +297,22 @@ async def _take_records(stream: Any, max_records: int, within: float) -> AsyncIt
             await stream.wait_for_stopped(full, timeout=within)
             if events:
                 consuming = stream.loop.create_future()
+                handled = False
                 try:
                     yield list(events)
+                    handled = True  # the caller asked for the next batch: it is done with this one
                 finally:
                     batch, events[:] = list(events), []
                     counted = 0
-                    for event in batch:
-                        await stream.ack(event)
+                    # Not when the caller failed or was cancelled (a worker stopping mid-batch):
+                    # faust would commit offsets past records whose state never reached Kafka.
+                    # Unacked, they are read again after a restart (faust's own ``take`` acks here
+                    # whatever happened).
+                    if handled:
+                        for event in batch:
+                            await stream.ack(event)
                     notify(consuming)
                     full.clear()
                     consumed.set()
     finally:
-        stream.enable_acks = enable_acks
         stream._processors.remove(add_to_buffer)
