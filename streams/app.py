@@ -283,13 +283,14 @@ class KpiWorker:
         """Write table entries to the local store and the changelog, JSON-encoded as the
         table's codec reads them back on recovery (None = tombstone)."""
         topic = table.changelog_topic.get_topic_name()
+        add = self._output().add  # once per batch, not per entry (most of the worker's writes)
         for (partition, key), value in entries.items():
             if value is None:
                 table.data.pop(key, None)
-                await self._send(topic, orjson.dumps(key), None, partition)
+                await add(topic, orjson.dumps(key), None, partition)
             else:
                 table.data[key] = value
-                await self._send(topic, orjson.dumps(key), orjson.dumps(value), partition)
+                await add(topic, orjson.dumps(key), orjson.dumps(value), partition)
 
     async def heartbeat(self) -> None:
         async with self.lock:
@@ -379,8 +380,9 @@ class KpiWorker:
             finals = self.merger.finalize()
             variant = self.settings.sl_default_variant
             records = [final_record(fw, self.thresholds, variant) for fw in finals]
+            add, kpis = self._output().add, self.settings.topics.kpis
             for rec in records:
-                await self._send(self.settings.topics.kpis, rec.key().encode(), rec.to_json())
+                await add(kpis, rec.key().encode(), rec.to_json())
             for size, n in Counter(rec.window_size_s for rec in records).items():
                 self.metrics.kpi_records.labels(str(size)).inc(n)
             for w in self.detector.observe(records):

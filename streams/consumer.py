@@ -306,8 +306,7 @@ async def _take_records(stream: Any, max_records: int, within: float) -> AsyncIt
                     counted = 0
                     # Not when the caller failed or was cancelled (a worker stopping mid-batch):
                     # faust would commit offsets past records whose state never reached Kafka.
-                    # Unacked, they are read again after a restart (faust's own ``take`` acks here
-                    # whatever happened).
+                    # Unacked, they are read again after a restart.
                     if handled:
                         for event in batch:
                             await stream.ack(event)

@@ -209,13 +209,14 @@ class RecordBatches:
         if partition is None:
             partition = await self.partition_of(topic, key)
         tp = (topic, partition)
+        headers = headers or []
         batch = self._open.get(tp)
         if batch is None:
             batch = self._open[tp] = self.producer.create_batch()
-        if batch.append(timestamp=None, key=key, value=value, headers=headers or []) is None:  # full
+        if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:  # full
             await self._submit(tp, batch)
             batch = self._open[tp] = self.producer.create_batch()
-            batch.append(timestamp=None, key=key, value=value, headers=headers or [])  # a first record always fits
+            batch.append(timestamp=None, key=key, value=value, headers=headers)  # a first record always fits
 
     async def partition_of(self, topic: str, key: bytes | None) -> int:
         """Kafka's default partitioner, as aiokafka's ``DefaultPartitioner`` applies it."""
