@@ -79,7 +79,9 @@ SCRAPED = (
     "callpulse_events_total",
     "callpulse_kpi_records_total",
     "callpulse_gc_pause_seconds_sum",
+    "callpulse_batch_duration_seconds_sum",
 )
+STAGES = ("ingest", "merge")
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -95,6 +97,11 @@ def scrape(port: int) -> dict[str, float]:
     out["accepted"] = sum(
         float(v) for v in re.findall(r'^callpulse_events_total{[^}]*outcome="accepted"[^}]*} ([0-9.e+-]+)$', text, re.M)
     )
+    for stage in STAGES:  # seconds the worker spent in each stage's batches
+        out[f"{stage}_s"] = sum(
+            float(v)
+            for v in re.findall(rf'^callpulse_batch_duration_seconds_sum{{stage="{stage}"}} ([0-9.e+-]+)$', text, re.M)
+        )
     return out
 
 
@@ -205,12 +212,14 @@ def run_worker(evs: list, partitions: int, envelope: int, logs: Path) -> dict[st
         worker = WorkerProcess(env, logs / f"worker-{envelope}.log").start()
         try:
             result = follow_worker(port, len(evs), consuming_since(worker))
-            gc_s = scrape(port)["callpulse_gc_pause_seconds_sum"]
+            final = scrape(port)
             rss = peak_rss_mib(worker.proc.pid)  # type: ignore[union-attr]
             cpu = cpu_s(worker.proc.pid)  # type: ignore[union-attr]
         finally:
             worker.stop()
-        return {**result, "peak_rss_mib": rss, "cpu_s": cpu, "gc_s": gc_s, "produce_s": produce_s}
+        busy = {f"{stage}_s": final[f"{stage}_s"] for stage in STAGES}
+        gc_s = final["callpulse_gc_pause_seconds_sum"]
+        return {**result, **busy, "peak_rss_mib": rss, "cpu_s": cpu, "gc_s": gc_s, "produce_s": produce_s}
 
 
 def run_in_process(evs: list, partitions: int) -> dict[str, float]:
@@ -256,17 +265,19 @@ def main() -> None:
         label = "worker, one event per record" if envelope == 1 else f"worker, envelopes of {envelope}"
         rows.append((label, run_worker(evs, args.partitions, envelope, logs)))
     head = f"{'path':36} {'events':>9} {'stage 1 ev/s':>13} {'end-to-end ev/s':>16} {'KPI records':>12}"
-    print(f"\n{head} {'RSS MiB':>8} {'CPU s':>6} {'GC s':>5}")
+    print(f"\n{head} {'RSS MiB':>8} {'CPU s':>6} {'ingest s':>8} {'merge s':>7} {'GC s':>5}")
     for label, r in rows:
         rss = f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else "-"
         cpu = f"{r['cpu_s']:.1f}" if "cpu_s" in r else "-"
         gc_s = f"{r['gc_s']:.2f}" if "gc_s" in r else "-"
+        ingest, merge = (f"{r[f'{stage}_s']:.1f}" if f"{stage}_s" in r else "-" for stage in STAGES)
         print(
             f"{label:36} {r['events']:>9.0f} {r['events_per_s']:>13.0f} {r['end_to_end_per_s']:>16.0f} "
-            f"{r['kpi_records']:>12.0f} {rss:>8} {cpu:>6} {gc_s:>5}"
+            f"{r['kpi_records']:>12.0f} {rss:>8} {cpu:>6} {ingest:>8} {merge:>7} {gc_s:>5}"
         )
     print(
         "(CPU s: the worker process from its start, start-up and group join included; in process: the feed alone;"
+        " ingest s / merge s: time in the worker's stage 1 and stage 2 batches, callpulse_batch_duration_seconds;"
         " GC s: the worker's garbage-collector pauses, callpulse_gc_pause_seconds)"
     )
     print(f"KPI engine: {engine_mode()} ({PURE_ENV}=1 for the sources)")

@@ -33,11 +33,15 @@ class WorkerMetrics:
             registry=r,
         )
         self.records = Counter("callpulse_input_records_total", "Kafka records read", ["topic"], registry=r)
+        # by stage: the merge stage runs in one worker (cc.kpi-partials has one partition), so
+        # its busy time (rate of the sum) is the share of a core the merge owner gives it
         self.batch_seconds = Histogram(
             "callpulse_batch_duration_seconds",
-            "Time to process and persist one input batch",
+            "Time to process and persist one batch, by stage: ingest (stage 1: decoding, per-partition "
+            "state, partial windows) or merge (stage 2: final windows, KPI records, warnings, staffing)",
+            ["stage"],
             registry=r,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),  # catch-up batches take seconds
         )
         self.kpi_records = Counter("callpulse_kpi_records_total", "Final KPI records emitted", ["window"], registry=r)
         self.stream_time = Gauge(

@@ -60,9 +60,15 @@ Letter = tuple[Any, bytes, int | None, DeadLetterReason, str]
 
 
 def faust_settings(settings: Settings) -> dict[str, Any]:
+    """The faust settings of every callpulse app (worker and sink). Faust makes a folder per app
+    even for memory tables: under the data dir, not the working directory (it makes only the
+    last folder itself)."""
+    folders = settings.data_dir / "faust"
+    folders.mkdir(parents=True, exist_ok=True)
     return {
         "broker": settings.kafka_url(),
         "store": "memory://",
+        "datadir": str(folders / "{conf.name}"),
         "topic_partitions": settings.partitions,
         "topic_replication_factor": settings.replication_factor,
         "consumer_auto_offset_reset": "earliest",
@@ -165,7 +171,7 @@ class KpiWorker:
             self.engine.settle()
             await self._persist(dead, now)
             self.gc.after_batch()
-            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            self.metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
 
     def _ingest(self, records: Sequence[Any], now: float, dead: list[Letter], tally: Counter[tuple[str, str]]) -> None:
         """Feed one partition's run of records (a bundle, or one message) to its source."""
@@ -366,6 +372,7 @@ class KpiWorker:
     # -- stage 2 -------------------------------------------------------------------------------
     async def merge_batch(self, events: Sequence[faust.types.EventT]) -> None:
         async with self.lock:
+            started = time.perf_counter()
             if not self.merger_loaded:
                 items = list(self.merge_state.data.items())
                 self.merger = self._new_merger()
@@ -399,6 +406,7 @@ class KpiWorker:
             groups[0].update(self.detector.drain_state())  # before the meta, deletions included
             await self._write_in_order(self.merge_state, [{(0, k): v for k, v in g.items()} for g in groups])
             self.gc.after_batch()
+            self.metrics.batch_seconds.labels("merge").observe(time.perf_counter() - started)
 
 
 def tune_gc(settings: Settings) -> None:

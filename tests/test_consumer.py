@@ -10,6 +10,7 @@ import re
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,6 +26,7 @@ from intervaltree import IntervalTree
 from callpulse.config import Settings
 from callpulse.simulator import SimConfig, simulate
 from schemas.events import entity_key
+from sinks.app import create_sink_app
 from streams.app import create_app
 from streams.consumer import RecordBundle, add_gap, bundle, records_of
 from streams.kafka import EventProducer, RecordBatches, client_kwargs
@@ -63,6 +65,21 @@ def test_the_worker_reads_its_topics_in_bundles_with_the_configured_fetch_wait()
             await consumer.stop()
 
     assert asyncio.run(created()) == 321  # faust's own would be 1500
+
+
+def test_the_worker_and_the_sink_keep_fausts_folders_under_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Faust makes a folder per app even for memory tables: under ``data_dir``, never the working
+    directory (a checkout gathered one ``<app id>-data`` folder per test worker before)."""
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", data_dir=tmp_path / "var", app_id="folders")  # never connects
+    apps = [create_app(settings)[0], create_sink_app(settings)[0]]
+    assert [app.conf.datadir for app in apps] == [tmp_path / "var" / "faust" / n for n in ("folders", "folders-sink")]
+    for app in apps:
+        app._create_directories()  # what faust does at an app's first start: it makes only the last folder
+        assert app.conf.tabledir.is_dir() and app.conf.tabledir.is_relative_to(tmp_path / "var")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["var"]
 
 
 async def committed(settings: Any, group: str, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int | None]:

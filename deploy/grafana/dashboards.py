@@ -432,10 +432,17 @@ def pipeline() -> dict[str, Any]:
         ),
         ("Consumer lag (records)", "sum by (topic) (callpulse_consumer_lag_records)", "{{topic}}", "none"),
         (
-            "Batch duration p95",
-            "histogram_quantile(0.95, sum by (le) (rate(callpulse_batch_duration_seconds_bucket[$__rate_interval])))",
-            "p95",
+            "Batch duration p95 by stage",
+            "histogram_quantile(0.95, sum by (le, stage) "
+            "(rate(callpulse_batch_duration_seconds_bucket[$__rate_interval])))",
+            "{{stage}}",
             "s",
+        ),
+        (
+            "Worker busy time by stage (share of a core; the merge stage runs in one worker)",
+            "sum by (instance, stage) (rate(callpulse_batch_duration_seconds_sum[$__rate_interval]))",
+            "{{instance}} {{stage}}",
+            "percentunit",
         ),
         (
             "Window publish delay p95 (event time -> metrics)",
