@@ -11,6 +11,10 @@ RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && pip install --no-cache-dir . \
     && callpulse compile \
     && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
+# the one folder a worker or sink writes: faust's per-app folders (CALLPULSE_DATA_DIR/faust; the
+# tables themselves are in memory, recovered from their changelogs), writable by the image's user
+RUN mkdir -p /var/lib/callpulse && chown nobody /var/lib/callpulse
+ENV CALLPULSE_DATA_DIR=/var/lib/callpulse
 USER nobody
 ENTRYPOINT ["callpulse"]
 CMD ["worker"]

@@ -96,3 +96,15 @@ def test_image_contains_every_package() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     for package in ("callpulse", "schemas", "streams", "sinks"):
         assert f"COPY {package} ./{package}" in dockerfile
+
+
+def test_the_images_user_owns_the_data_dir() -> None:
+    """Faust makes its app folders under ``CALLPULSE_DATA_DIR`` at start-up: in the image the
+    data dir must be one the unprivileged user can write (``/app`` is root's; the worker and the
+    sink could not start there)."""
+    lines = [line.strip() for line in (REPO / "Dockerfile").read_text().splitlines()]
+    user = lines.index("USER nobody")
+    env = next(line for line in lines[:user] if line.startswith("ENV CALLPULSE_DATA_DIR="))
+    data_dir = env.split("=", 1)[1]
+    assert data_dir.startswith("/") and not data_dir.startswith("/app")
+    assert f"RUN mkdir -p {data_dir} && chown nobody {data_dir}" in lines[:user]
