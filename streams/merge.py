@@ -83,6 +83,10 @@ class WindowMerger:
         self.s = MergeState()
         self.n = len(params.thresholds)
         self._dirty: set[str] = set()
+        # pending messages whose value is in the table: a message that arrives and is finalized
+        # between two drains (most of them in a catch-up) was never written, so it needs no
+        # tombstone either (they were about two thirds of the merge changelog)
+        self._stored: set[str] = set()
         self._fresh: dict[int, dict[str, KpiPartial]] = {}  # finalized since the last drain
         self._legacy: set[str] = set()  # accumulator entries of earlier versions, to delete
         # the known dimension values that are zero-filled (all but agents), in ``known``'s order:
@@ -236,11 +240,13 @@ class WindowMerger:
         (``fin|start``) and deleted when every longer window containing it is out; a restart
         rebuilds the accumulators from them."""
         out: dict[str, dict[str, Any] | None] = {}
-        for start, merged in self._fresh.items():
+        fresh, self._fresh = self._fresh, {}
+        upto = self.s.next_window
+        for start, merged in fresh.items():
+            if upto is not None and self._rolled_up(start, upto):
+                continue  # every longer window containing it is out already: never needed
             out[f"fin|{start}"] = {key: part.to_dict() for key, part in merged.items()}
             self.s.finals.add(start)
-        self._fresh = {}
-        upto = self.s.next_window
         if upto is not None:
             for start in [w for w in self.s.finals if self._rolled_up(w, upto)]:
                 self.s.finals.discard(start)
@@ -249,7 +255,13 @@ class WindowMerger:
             kind, _, rest = key.partition("|")
             if kind == "pend":
                 w, _, source = rest.partition("|")
-                out[key] = self.s.pending.get(int(w), {}).get(source)
+                msg = self.s.pending.get(int(w), {}).get(source)
+                if msg is not None:
+                    out[key] = msg
+                    self._stored.add(key)
+                elif key in self._stored:
+                    out[key] = None
+                    self._stored.discard(key)
             elif kind == "roll":
                 acc = self.s.rollups.get(rest)
                 out[key] = (
@@ -284,7 +296,7 @@ class WindowMerger:
 
     def load_state(self, items: Any) -> None:
         self.s = MergeState()
-        self._fresh, self._legacy, self._fill = {}, set(), {}
+        self._fresh, self._legacy, self._fill, self._stored = {}, set(), {}, set()
         finals: dict[int, dict[str, Any]] = {}
         for key, value in items:
             if value is None:
@@ -299,6 +311,7 @@ class WindowMerger:
             elif kind == "pend":
                 w, _, source = rest.partition("|")
                 self.s.pending.setdefault(int(w), {})[source] = value
+                self._stored.add(key)
             elif kind == "fin":
                 finals[int(rest)] = value
             elif kind == "roll":  # an accumulator written by earlier versions
