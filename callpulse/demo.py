@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -179,8 +180,17 @@ def run_demo(settings: Settings, duration: float | None, speed: float, hours: fl
         "CALLPULSE_SINK_FLUSH_INTERVAL_S": "1",
     }
     asyncio.run(ensure_topics(settings))
-    worker = _spawn("worker", env, settings.data_dir / "worker.log")
-    sink = _spawn("sink", env, settings.data_dir / "sink.log")
+    procs = {command: _spawn(command, env, settings.data_dir / f"{command}.log") for command in ("worker", "sink")}
+
+    def supervise() -> None:
+        """As an orchestrator does: a worker or sink that exited (they do when they cannot go
+        on, e.g. a write the broker did not take) starts again from its committed offsets."""
+        for command, proc in procs.items():
+            if proc.poll() is not None:
+                log = settings.data_dir / f"{command}.log"
+                console.print(f"[red]{command} exited with code {proc.returncode} (see {log}); starting it again")
+                procs[command] = _spawn(command, env, log)
+
     store = settings.clickhouse_dsn or f"embedded chdb at {settings.chdb_path}"
     console.print(f"worker metrics: http://127.0.0.1:{settings.metrics_port}/metrics   ClickHouse: {store}")
 
@@ -195,7 +205,7 @@ def run_demo(settings: Settings, duration: float | None, speed: float, hours: fl
     deadline = time.monotonic() + duration if duration else None
     try:
         with Live(view.render(), console=console, refresh_per_second=2) as live:
-            asyncio.run(_replay(settings, events, start, speed, view, live, deadline))
+            asyncio.run(_replay(settings, events, start, speed, view, live, deadline, supervise))
     except KeyboardInterrupt:
         console.print("stopping ...")
     finally:
@@ -206,8 +216,8 @@ def run_demo(settings: Settings, duration: float | None, speed: float, hours: fl
             if rows != last:
                 last, stable_since = rows, time.monotonic()
             time.sleep(0.5)
-        _stop(sink)
-        _stop(worker)
+        _stop(procs["sink"])
+        _stop(procs["worker"])
         if broker:
             broker.stop()
     open_warnings = ", ".join(f"{r} {v or 'all'} {lv}" for (r, _, v), (lv, _) in view.warnings.items()) or "none"
@@ -234,6 +244,7 @@ async def _replay(
     view: View,
     live: Any,
     deadline: float | None,
+    supervise: Callable[[], None],
 ) -> None:
     """Produce events paced by simulated time; follow cc.warnings and the metrics meanwhile."""
     from aiokafka import AIOKafkaConsumer
@@ -245,6 +256,7 @@ async def _replay(
     await consumer.start()
 
     async def tick(event_time: float) -> bool:
+        supervise()
         view.sim_time = datetime.fromtimestamp(event_time, UTC)
         batch = await consumer.getmany(timeout_ms=200)
         for records in batch.values():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
 
 from sinks.kpi_metrics import KpiGauges
 
@@ -19,6 +19,9 @@ class WorkerMetrics:
     ) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # process_start_time_seconds and friends: a worker exits when it cannot go on, and its
+        # restarts are what the CallpulseRestarting alert counts
+        ProcessCollector(registry=r)
         self.kpis = KpiGauges(r, thresholds, max_values)
         self.events = Counter(
             "callpulse_events_total",
@@ -81,6 +84,7 @@ class SinkMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # restarts, as the worker's
         self.rows = Counter(
             "callpulse_sink_rows_total", "Rows ClickHouse acknowledged, by table", ["table"], registry=r
         )

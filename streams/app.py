@@ -62,7 +62,7 @@ Letter = tuple[Any, bytes, int | None, DeadLetterReason, str]
 def faust_settings(settings: Settings) -> dict[str, Any]:
     """The faust settings of every callpulse app (worker and sink). Faust makes a folder per app
     even for memory tables: under the data dir, not the working directory (it makes only the
-    last folder itself)."""
+    last folder itself). A failing agent ends the process (``agent_supervisor``)."""
     folders = settings.data_dir / "faust"
     folders.mkdir(parents=True, exist_ok=True)
     return {
@@ -78,6 +78,11 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "table_standby_replicas": 0,
         "web_enabled": False,
         "autodiscover": False,
+        # an agent that raises (a batch the broker did not take, a bug) ends the process, for the
+        # orchestrator to start it again from the committed offsets and the changelogs; faust's
+        # default restarts the agent in the same process, whose state has moved on without what
+        # was lost (tests/test_kpi_stream.py: the pipeline stalled for good)
+        "agent_supervisor": "mode.CrashingSupervisor",
         "stream_buffer_maxsize": max(4096, 4 * settings.batch_max),
         "broker_max_poll_records": max(500, settings.batch_max),
         "producer_max_request_size": 16 << 20,

@@ -37,6 +37,8 @@ def test_every_service_of_the_stack() -> None:
     for name in ("kafka", "clickhouse", "worker", "sink", "prometheus", "alertmanager", "grafana"):
         assert "healthcheck" in SERVICES[name], name
     assert SERVICES["worker"]["deploy"]["replicas"] >= 2
+    # a worker or sink exits when it cannot go on (streams/app.py, faust_settings): started again
+    assert SERVICES["worker"]["restart"] == SERVICES["sink"]["restart"] == "unless-stopped"
     assert SERVICES["grafana"]["environment"]["GF_INSTALL_PLUGINS"] == "grafana-clickhouse-datasource"
 
 

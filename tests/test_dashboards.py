@@ -42,5 +42,5 @@ def test_every_promql_metric_is_exported_or_recorded() -> None:
     names |= {n + s for n in names for s in ("_bucket", "_count", "_sum")}
     recorded = set(re.findall(r"record: (\S+)", (REPO / "deploy/prometheus/rules/recording.yml").read_text()))
     for dashboard, title, t in targets("prometheus"):
-        for metric in re.findall(r"\b(callpulse[:_][\w:]+)", t["expr"]):
+        for metric in re.findall(r"\b((?:callpulse|process)[:_][\w:]+)", t["expr"]):
             assert metric in names | recorded, f"{dashboard} / {title}: {metric}"

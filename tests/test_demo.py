@@ -1,6 +1,7 @@
 """`callpulse demo` end to end (what `make demo` runs), for a short duration: it exits 0, the
 embedded ClickHouse holds KPI windows and a red warning from the scheduled staffing drop, the
-metrics endpoint served KPI gauges, and nothing is left running."""
+metrics endpoint served KPI gauges, a worker that exits is started again, and nothing is left
+running."""
 
 from __future__ import annotations
 
@@ -25,8 +26,14 @@ def port_open(port: int) -> bool:
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_leaves_data_and_no_processes(tmp_path: Path) -> None:
+    """The worker's first write fails (injected: ``tests/faults/sitecustomize.py``, the one mock
+    here); it exits, and the demo starts it again as an orchestrator would."""
     broker, metrics, sink_metrics = free_port(), free_port(), free_port()
+    trigger = tmp_path / "fail-the-next-write"
+    trigger.touch()
     env = {
+        "PYTHONPATH": str(REPO / "tests" / "faults"),
+        "CALLPULSE_FAULT_TRIGGER": str(trigger),
         "PATH": "/usr/bin:/bin",
         "CALLPULSE_DATA_DIR": str(tmp_path / "var"),
         "CALLPULSE_EMBEDDED_BROKER_PORT": str(broker),
@@ -50,6 +57,7 @@ def test_demo_runs_end_to_end_and_leaves_data_and_no_processes(tmp_path: Path) -
     incident = re.search(r"staffing drop to 35 % (\d\d:\d\d)-(\d\d:\d\d) UTC", out)
     assert incident, out[:2000]
     assert "callpulse query" in out and "embedded chdb at" in out
+    assert not trigger.exists() and "worker exited with code 1" in out and "starting it again" in out
     for port in (broker, metrics, sink_metrics):
         assert not port_open(port), f"port {port} still served after the demo"
 

@@ -5,7 +5,9 @@ de-duplication), with one worker, two workers, and a worker killed mid-stream.""
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from callpulse.simulator import SimConfig, disorder, simulate
 from streams.kafka import EventProducer
 from streams.reference import FAMILIES, Arrival, arrivals_from_events, recompute_as_configured
 from tests.kpicompare import differences
+from tests.services import REPO, wait_until
 
 START = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)  # a Monday, from midnight: quiet hours included
 SETTINGS = {"partitions": 4, "grace_s": 120, "idle_timeout_s": 900.0, "batch_max": 2000}
@@ -119,3 +122,47 @@ def test_graceful_restart_mid_stream_loses_nothing(pipeline_factory: Any) -> Non
     pipe, expected = restart_mid_stream(pipeline_factory, seed=24, crash=False)
     got = pipe.kpis(until=lambda recs: len({r.key for r in recs}) >= len(expected))
     assert differences(expected, got) == []
+
+
+@pytest.mark.slow
+def test_a_worker_whose_write_fails_exits_and_its_replacement_gives_the_reference_records(
+    pipeline_factory: Any, tmp_path: Path
+) -> None:
+    """A write the broker does not take (a batch of state, partials or records) ends the worker
+    process with an error mid-stream, and the worker started in its place (as an orchestrator
+    does) gives every final record, none doubled. The failure is injected
+    (``tests/faults/sitecustomize.py``: the embedded broker takes every batch). Before, faust's
+    supervisor restarted the agent inside the same process, whose state had moved on without
+    what was lost: in this test's first run it then waited for ever for one input partition's
+    partials (15 of 16 sources reporting, no record after the failure, offsets stuck)."""
+    pipe = pipeline_factory(**SETTINGS)
+    arriving = day(6, seed=25)
+    final = max(e.ts.timestamp() for _, e in arriving) + 600
+    half = len(arriving) // 2
+    mid = max(e.ts.timestamp() for _, e in arriving[:half]) - 300
+    n = pipe.settings.partitions
+    arrivals = [
+        *arrivals_from_events(arriving[:half], n),
+        *(Arrival(f, p, watermark=mid) for f in FAMILIES for p in range(n)),
+        *arrivals_from_events(arriving[half:], n, final),
+    ]
+    expected = reference(pipe, arriving, final, arrivals)
+    trigger = tmp_path / "fail-the-next-write"
+    faults = os.pathsep.join(p for p in (str(REPO / "tests" / "faults"), os.environ.get("PYTHONPATH")) if p)
+    failing = pipe.start_worker(PYTHONPATH=faults, CALLPULSE_FAULT_TRIGGER=str(trigger))
+    asyncio.run(produce(pipe, arriving[:half], envelope=20, final=mid))
+    seen = asyncio.run(pipe.read(pipe.topics.kpis, idle_s=0.5, until=lambda recs: len(recs) > 500))
+    assert len(seen) > 500 and failing.alive()
+    trigger.touch()
+    asyncio.run(produce(pipe, arriving[half:], envelope=20, final=final))
+    wait_until(lambda: not failing.alive(), 120, what="the worker to exit after its failed write")
+    assert failing.proc is not None and failing.proc.returncode != 0
+    assert "injected fault: the broker did not take a batch" in failing.output()
+    pipe.start_worker()
+    got = pipe.kpis(until=lambda recs: len({r.key for r in recs}) >= len(expected))
+    assert differences(expected, got) == []
+    raw = asyncio.run(pipe.read(pipe.topics.kpis, idle_s=1.0))
+    by_key: dict[bytes, set[bytes]] = {}
+    for r in raw:
+        by_key.setdefault(r.key, set()).add(r.value)
+    assert [k for k, values in by_key.items() if len(values) > 1] == []

@@ -473,6 +473,12 @@ def pipeline() -> dict[str, Any]:
         ),
         ("Sink failing (1 = paused, retrying)", "max(callpulse_sink_failing)", "failing", "none"),
         ("Targets up", 'up{job=~"callpulse.*"}', "{{job}} {{instance}}", "none"),
+        (
+            "Process starts in the last hour (a worker or sink exits when it cannot go on)",
+            'changes(process_start_time_seconds{job=~"callpulse.*"}[1h])',
+            "{{job}} {{instance}}",
+            "none",
+        ),
     ]
     for title, expr, legend, unit in rows:
         lay.add(panel("timeseries", title, [prom(expr, legend)], unit), 12, 8)
