@@ -162,10 +162,14 @@ class KpiEngine:
                         out.chunks[(p, state_key(src, "x", name))] = {**chunk[1], "_u": u}
                         src.gone_chunks.discard(name)
                     out.windows[key] = {**w.to_state(), "_u": u}
+                    src.stored_windows.add(start)
                 elif start in src.markers:
                     out.windows[key] = {"closed": True, "_u": src.markers[start]}
+                    src.stored_windows.add(start)
             for start in src.gone_markers:
-                out.windows[(p, state_key(src, "w", start))] = None
+                if start in src.stored_windows:  # else never written: nothing to delete
+                    out.windows[(p, state_key(src, "w", start))] = None
+                    src.stored_windows.discard(start)
             for name in src.gone_chunks:  # after the windows' markers: a crash between keeps them
                 out.garbage[(p, state_key(src, "x", name))] = None
             if src.new_ids:  # counted on restore only once the meta says its batch is durable
@@ -228,6 +232,7 @@ class KpiEngine:
                 u = value.get("_u", -1)
                 if kind == "w":
                     start = int(name)
+                    src.stored_windows.add(start)
                     if value.get("closed"):
                         src.markers[start] = u
                     else:

@@ -22,7 +22,7 @@ cdef class Source:
     cdef public object gone_facts, gone_markers, gone_chunks, id_logs
     cdef public object gone_logs, meta_dirty, pseudo, st_at_arrival
     cdef public dict windows, markers, facts, guard_windows, guard_facts, _dim_cache
-    cdef public set dirty_windows, dirty_facts
+    cdef public set dirty_windows, dirty_facts, stored_windows
     cdef public list new_ids, messages
     @cython.locals(f=dict, seen=dict, out=Outcome)
     cpdef record(self, offset, events, now=*)

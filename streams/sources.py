@@ -225,6 +225,11 @@ class Source:
         self.dirty_facts: set[str] = set()
         self.gone_facts: set[str] = set()
         self.gone_markers: set[int] = set()
+        # window starts with an entry in the table (open state or closed marker): a window that
+        # opens, closes and has its marker pruned between two drains (a catch-up's batch spans
+        # hours) was never written, so it needs no tombstone (they were 30 % of a catch-up's
+        # stage-1 changelog)
+        self.stored_windows: set[int] = set()
         self.gone_chunks: set[str] = set()  # "start:number" of chunks no window needs any more
         # de-duplication: event ids live in the entity's facts (``seen``) and are persisted in one
         # append-only log per batch, not with the facts (which would rewrite them all); new ids

@@ -97,6 +97,7 @@ def restart_mid_stream(pipeline_factory: Any, seed: int, crash: bool) -> tuple[A
     else:
         worker.stop()  # every offset committed
         assert not worker.alive()
+        assert worker.proc is not None and worker.proc.returncode == 0  # a stop, not a crash
     pipe.start_worker()
     asyncio.run(produce(pipe, arriving[half:], envelope=20, final=final))
     return pipe, expected
