@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -72,9 +71,12 @@ def test_two_workers_in_one_group_equal_batch_reference(pipeline_factory: Any) -
     assert all(w.alive() for w in pipe.workers)
 
 
-def restart_mid_stream(pipeline_factory: Any, seed: int, crash: bool) -> tuple[Any, dict[str, Any]]:
-    """Run half a day, stop the worker (SIGKILL when ``crash``, else SIGTERM) once it has emitted
-    final windows, start a new one, run the rest; return the pipeline and the expected records."""
+def restart_mid_stream(pipeline_factory: Any, seed: int, end: str) -> tuple[Any, dict[str, Any]]:
+    """Run half a day, end the worker once it has emitted final windows (``end``: ``kill``,
+    SIGKILL; ``stop``, SIGTERM; ``failed write``, a write the broker does not take while it reads
+    the second half), start a new one, run the rest; return the pipeline and the expected
+    records. The failed write is injected (``tests/faults/sitecustomize.py``: the embedded broker
+    takes every batch), the one mock of these tests."""
     pipe = pipeline_factory(**SETTINGS)
     arriving = day(6, seed=seed)
     final = max(e.ts.timestamp() for _, e in arriving) + 600
@@ -88,27 +90,33 @@ def restart_mid_stream(pipeline_factory: Any, seed: int, crash: bool) -> tuple[A
         *arrivals_from_events(arriving[half:], n, final),
     ]
     expected = reference(pipe, arriving, final, arrivals)
-    worker = pipe.start_worker()
+    trigger = pipe.logs / f"{pipe.settings.app_id}-fail-the-next-write"
+    faults = os.pathsep.join(p for p in (str(REPO / "tests" / "faults"), os.environ.get("PYTHONPATH")) if p)
+    fault = {"PYTHONPATH": faults, "CALLPULSE_FAULT_TRIGGER": str(trigger)} if end == "failed write" else {}
+    worker = pipe.start_worker(**fault)
     asyncio.run(produce(pipe, arriving[:half], envelope=20, final=mid))
     seen = asyncio.run(pipe.read(pipe.topics.kpis, idle_s=0.5, until=lambda recs: len(recs) > 500))
-    assert len(seen) > 500
-    if crash:
+    assert len(seen) > 500 and worker.alive()
+    if end == "kill":
         worker.kill()  # nothing flushed
-    else:
+    elif end == "stop":
         worker.stop()  # every offset committed
         assert not worker.alive()
         assert worker.proc is not None and worker.proc.returncode == 0  # a stop, not a crash
+    else:
+        trigger.touch()
+        asyncio.run(produce(pipe, arriving[half:], envelope=20, final=final))
+        wait_until(lambda: not worker.alive(), 120, what="the worker to exit after its failed write")
+        assert worker.proc is not None and worker.proc.returncode != 0
+        assert "injected fault: the broker did not take a batch" in worker.output()
     pipe.start_worker()
-    asyncio.run(produce(pipe, arriving[half:], envelope=20, final=final))
+    if end != "failed write":
+        asyncio.run(produce(pipe, arriving[half:], envelope=20, final=final))
     return pipe, expected
 
 
-@pytest.mark.slow
-def test_worker_killed_mid_stream_restarts_without_missing_or_doubled_windows(pipeline_factory: Any) -> None:
-    pipe, expected = restart_mid_stream(pipeline_factory, seed=23, crash=True)
-    got = pipe.kpis(until=lambda recs: len({r.key for r in recs}) >= len(expected))
-    assert differences(expected, got) == []
-    # none doubled: a record sent again after the crash (at-least-once) is identical to the first
+def assert_none_doubled(pipe: Any, expected: dict[str, Any]) -> None:
+    """A record sent again after a restart (at-least-once) is identical to the first."""
     raw = asyncio.run(pipe.read(pipe.topics.kpis, idle_s=1.0))
     by_key: dict[bytes, set[bytes]] = {}
     for r in raw:
@@ -118,52 +126,32 @@ def test_worker_killed_mid_stream_restarts_without_missing_or_doubled_windows(pi
 
 
 @pytest.mark.slow
+def test_worker_killed_mid_stream_restarts_without_missing_or_doubled_windows(pipeline_factory: Any) -> None:
+    pipe, expected = restart_mid_stream(pipeline_factory, seed=23, end="kill")
+    got = pipe.kpis(until=lambda recs: len({r.key for r in recs}) >= len(expected))
+    assert differences(expected, got) == []
+    assert_none_doubled(pipe, expected)
+
+
+@pytest.mark.slow
 def test_graceful_restart_mid_stream_loses_nothing(pipeline_factory: Any) -> None:
     """SIGTERM commits every offset: the restarted worker must recover all state it wrote."""
-    pipe, expected = restart_mid_stream(pipeline_factory, seed=24, crash=False)
+    pipe, expected = restart_mid_stream(pipeline_factory, seed=24, end="stop")
     got = pipe.kpis(until=lambda recs: len({r.key for r in recs}) >= len(expected))
     assert differences(expected, got) == []
 
 
 @pytest.mark.slow
 def test_a_worker_whose_write_fails_exits_and_its_replacement_gives_the_reference_records(
-    pipeline_factory: Any, tmp_path: Path
+    pipeline_factory: Any,
 ) -> None:
     """A write the broker does not take (a batch of state, partials or records) ends the worker
     process with an error mid-stream, and the worker started in its place (as an orchestrator
-    does) gives every final record, none doubled. The failure is injected
-    (``tests/faults/sitecustomize.py``: the embedded broker takes every batch). Before, faust's
-    supervisor restarted the agent inside the same process, whose state had moved on without
-    what was lost: in this test's first run it then waited for ever for one input partition's
-    partials (15 of 16 sources reporting, no record after the failure, offsets stuck)."""
-    pipe = pipeline_factory(**SETTINGS)
-    arriving = day(6, seed=25)
-    final = max(e.ts.timestamp() for _, e in arriving) + 600
-    half = len(arriving) // 2
-    mid = max(e.ts.timestamp() for _, e in arriving[:half]) - 300
-    n = pipe.settings.partitions
-    arrivals = [
-        *arrivals_from_events(arriving[:half], n),
-        *(Arrival(f, p, watermark=mid) for f in FAMILIES for p in range(n)),
-        *arrivals_from_events(arriving[half:], n, final),
-    ]
-    expected = reference(pipe, arriving, final, arrivals)
-    trigger = tmp_path / "fail-the-next-write"
-    faults = os.pathsep.join(p for p in (str(REPO / "tests" / "faults"), os.environ.get("PYTHONPATH")) if p)
-    failing = pipe.start_worker(PYTHONPATH=faults, CALLPULSE_FAULT_TRIGGER=str(trigger))
-    asyncio.run(produce(pipe, arriving[:half], envelope=20, final=mid))
-    seen = asyncio.run(pipe.read(pipe.topics.kpis, idle_s=0.5, until=lambda recs: len(recs) > 500))
-    assert len(seen) > 500 and failing.alive()
-    trigger.touch()
-    asyncio.run(produce(pipe, arriving[half:], envelope=20, final=final))
-    wait_until(lambda: not failing.alive(), 120, what="the worker to exit after its failed write")
-    assert failing.proc is not None and failing.proc.returncode != 0
-    assert "injected fault: the broker did not take a batch" in failing.output()
-    pipe.start_worker()
+    does) gives every final record, none doubled. Before, faust's supervisor restarted the agent
+    inside the same process, whose state had moved on without what was lost: in this test it then
+    never emitted another record (pending windows piling up, the next window stuck, offsets
+    stuck below the failed batch)."""
+    pipe, expected = restart_mid_stream(pipeline_factory, seed=25, end="failed write")
     got = pipe.kpis(until=lambda recs: len({r.key for r in recs}) >= len(expected))
     assert differences(expected, got) == []
-    raw = asyncio.run(pipe.read(pipe.topics.kpis, idle_s=1.0))
-    by_key: dict[bytes, set[bytes]] = {}
-    for r in raw:
-        by_key.setdefault(r.key, set()).add(r.value)
-    assert [k for k, values in by_key.items() if len(values) > 1] == []
+    assert_none_doubled(pipe, expected)
