@@ -180,14 +180,15 @@ def run_demo(settings: Settings, duration: float | None, speed: float, hours: fl
         "CALLPULSE_SINK_FLUSH_INTERVAL_S": "1",
     }
     asyncio.run(ensure_topics(settings))
-    procs = {command: _spawn(command, env, settings.data_dir / f"{command}.log") for command in ("worker", "sink")}
+    logs = {command: settings.data_dir / f"{command}.log" for command in ("worker", "sink")}
+    procs = {command: _spawn(command, env, log) for command, log in logs.items()}
 
     def supervise() -> None:
         """As an orchestrator does: a worker or sink that exited (they do when they cannot go
         on, e.g. a write the broker did not take) starts again from its committed offsets."""
         for command, proc in procs.items():
             if proc.poll() is not None:
-                log = settings.data_dir / f"{command}.log"
+                log = logs[command]
                 console.print(f"[red]{command} exited with code {proc.returncode} (see {log}); starting it again")
                 procs[command] = _spawn(command, env, log)
 
