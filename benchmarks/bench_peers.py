@@ -153,7 +153,11 @@ def latency(evs: list, rate: float, seconds: float, partitions: int, logs: Path,
     ``timing``: ``live`` runs event time at wall-clock speed, as in production, for a center that
     offers ``rate`` events per second all along (the simulated center's events retimed);
     ``replay`` plays the simulated center's own hours within ``seconds`` (its nights and peaks
-    compressed alike, and every minute window of those hours closing within the run)."""
+    compressed alike, and every minute window of those hours closing within the run).
+
+    Also returned: the worker's CPU while the events were produced, as a share of one core (what
+    headroom the rate leaves), and the latency drift (median of the last quarter of the run minus
+    the first's): about 0 for a worker that keeps up, growing with the run for one that does not."""
     import threading
 
     items = evs[: int(rate * seconds)]
@@ -185,6 +189,8 @@ def latency(evs: list, rate: float, seconds: float, partitions: int, logs: Path,
 
             done = threading.Event()
             thread = threading.Thread(target=lambda: (asyncio.run(produce()), done.set()))
+            pid = worker.proc.pid  # type: ignore[union-attr]
+            cpu0, wall0 = cpu_s(pid), time.perf_counter()
             thread.start()
             deadline = time.monotonic() + seconds * 4 + 60
             while time.monotonic() < deadline:
@@ -194,6 +200,7 @@ def latency(evs: list, rate: float, seconds: float, partitions: int, logs: Path,
                     break
                 time.sleep(0.05)
             thread.join()
+            busy = (cpu_s(pid) - cpu0) / (time.perf_counter() - wall0)
         finally:
             worker.stop()
     lat = []
@@ -204,8 +211,14 @@ def latency(evs: list, rate: float, seconds: float, partitions: int, logs: Path,
         if j == len(accepted):
             break
         lat.append(accepted[j][0] - wall)
+    # in production order: a worker that keeps up has the same latency at the end as at the
+    # start; one that falls behind has a latency growing with the run (drift > 0)
+    quarter = max(1, len(lat) // 4)
+    drift = statistics.median(lat[-quarter:]) - statistics.median(lat[:quarter]) if lat else None
     lat.sort()
     return {
+        "worker_busy": busy,
+        "drift_s": drift,
         "rate": len(items) / (produced[-1][0] - produced[0][0]) if len(produced) > 1 else None,
         "p50_s": lat[len(lat) // 2] if lat else None,
         "p99_s": lat[int(len(lat) * 0.99)] if lat else None,
@@ -252,9 +265,9 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated substrings of contender names")
     ap.add_argument(
         "--latency-rates",
-        default="1000,10000",
-        help="events/s offered in the latency runs, comma-separated (empty: skip): one the worker sustains, and "
-        "the throughput issue's 10,000",
+        default="1000,10000,30000",
+        help="events/s offered in the latency runs, comma-separated (empty: skip): a quiet center, the throughput "
+        "issue's 10,000, and the KPI engine issue's 30,000 per worker process",
     )
     ap.add_argument("--latency-seconds", type=float, default=30)
     ap.add_argument("--latency-runs", type=int, default=3, help="runs per latency rate (median and each run printed)")
@@ -309,7 +322,12 @@ def main() -> None:
             print(
                 f"event-to-state latency, callpulse worker, {rate:.0f} events/s asked, {lat['rate']:.0f} offered "
                 f"(envelopes of 50, event time {args.latency_time}): "
-                + (f"p50 {p50:.2f} s, p99 {p99:.2f} s, max {lat['max_s']:.2f} s" if p50 is not None else "n/a")
+                + (
+                    f"p50 {p50:.2f} s, p99 {p99:.2f} s, max {lat['max_s']:.2f} s, drift {lat['drift_s']:+.2f} s; "
+                    f"worker busy {lat['worker_busy']:.0%} of a core"
+                    if p50 is not None
+                    else "n/a"
+                )
             )
         if measured:
             print(
