@@ -143,21 +143,25 @@ def retime(items: list, rate: float) -> list:
     return out
 
 
-def latency(evs: list, rate: float, seconds: float, partitions: int, logs: Path, timing: str = "live") -> dict:
+def latency(
+    evs: list, rate: float, seconds: float, partitions: int, logs: Path, timing: str = "live", envelope: int = 50
+) -> dict:
     """Event-to-state latency at a fixed offered rate: events are produced paced (envelopes of
-    50, as ``callpulse produce --speed`` does) while the worker's accepted-events counter is
-    sampled; the latency of the events produced by wall time t is the time until the worker had
-    accepted that many. Gauges refresh once a second on top of this (live values) or when a
-    window closes (windowed KPIs: window length + grace later by design).
+    ``envelope``: 50 as ``callpulse produce --speed`` does, 1 one event per record) while the
+    worker's accepted-events counter is sampled; the latency of the events produced by wall time
+    t is the time until the worker had accepted that many. Gauges refresh once a second on top
+    of this (live values) or when a window closes (windowed KPIs: window length + grace later by
+    design).
 
-    ``timing``: ``live`` runs event time at wall-clock speed, as in production, for a center that
-    offers ``rate`` events per second all along (the simulated center's events retimed);
+    ``timing``: ``live`` runs event time at wall-clock speed, as in production, for a center
+    that offers ``rate`` events per second all along (the simulated center's events retimed);
     ``replay`` plays the simulated center's own hours within ``seconds`` (its nights and peaks
     compressed alike, and every minute window of those hours closing within the run).
 
     Also returned: the worker's CPU while the events were produced, as a share of one core (what
-    headroom the rate leaves), and the latency drift (median of the last quarter of the run minus
-    the first's): about 0 for a worker that keeps up, growing with the run for one that does not."""
+    headroom the rate leaves), and the latency drift (median of the last quarter of the run
+    minus the first's): about 0 for a worker that keeps up, growing with the run for one that
+    does not."""
     import threading
 
     items = evs[: int(rate * seconds)]
@@ -185,7 +189,7 @@ def latency(evs: list, rate: float, seconds: float, partitions: int, logs: Path,
 
             async def produce() -> None:
                 async with EventProducer(s) as p:
-                    await p.replay(items, speed, envelope=50, on_tick=tick)
+                    await p.replay(items, speed, envelope=envelope, on_tick=tick)
 
             done = threading.Event()
             thread = threading.Thread(target=lambda: (asyncio.run(produce()), done.set()))
@@ -211,6 +215,10 @@ def latency(evs: list, rate: float, seconds: float, partitions: int, logs: Path,
         if j == len(accepted):
             break
         lat.append(accepted[j][0] - wall)
+    series = [[round(wall - produced[0][0], 3), round(x, 3)] for (wall, _), x in zip(produced, lat, strict=False)]
+    name = f"latency-{rate:.0f}-envelope-{envelope}"
+    run = len(list(logs.glob(f"{name}-*.json"))) + 1
+    (logs / f"{name}-{run}.json").write_text(json.dumps(series))  # [seconds into the run, latency s]
     # in production order: a worker that keeps up has the same latency at the end as at the
     # start; one that falls behind has a latency growing with the run (drift > 0)
     quarter = max(1, len(lat) // 4)
@@ -270,6 +278,13 @@ def main() -> None:
         "issue's 10,000, and the KPI engine issue's 30,000 per worker process",
     )
     ap.add_argument("--latency-seconds", type=float, default=30)
+    ap.add_argument(
+        "--latency-envelope",
+        type=int,
+        default=50,
+        help="events per record in the latency runs; 1: single records, which this benchmark's Python producer "
+        "offers at about 25,000/s at most, its pacing then seconds apart: the latency is the producer's",
+    )
     ap.add_argument("--latency-runs", type=int, default=3, help="runs per latency rate (median and each run printed)")
     ap.add_argument(
         "--latency-time",
@@ -294,7 +309,9 @@ def main() -> None:
     for rate in asked:
         for r in range(args.latency_runs):
             print(f"latency at {rate:.0f} events/s offered, run {r + 1}/{args.latency_runs}", file=sys.stderr)
-            run = latency(evs, rate, args.latency_seconds, args.partitions, logs, args.latency_time)
+            run = latency(
+                evs, rate, args.latency_seconds, args.partitions, logs, args.latency_time, args.latency_envelope
+            )
             lats.setdefault(rate, []).append(run)
     names = list(runs[0]) if runs else []
     median = {n: statistics.median(r[n]["events_per_s"] for r in runs) for n in names}
@@ -321,7 +338,7 @@ def main() -> None:
             p50, p99 = lat["p50_s"], lat["p99_s"]
             print(
                 f"event-to-state latency, callpulse worker, {rate:.0f} events/s asked, {lat['rate']:.0f} offered "
-                f"(envelopes of 50, event time {args.latency_time}): "
+                f"(envelopes of {args.latency_envelope}, event time {args.latency_time}): "
                 + (
                     f"p50 {p50:.2f} s, p99 {p99:.2f} s, max {lat['max_s']:.2f} s, drift {lat['drift_s']:+.2f} s; "
                     f"worker busy {lat['worker_busy']:.0%} of a core"
