@@ -15,6 +15,13 @@ The events are the engine benchmark's large center (``bench_kpi_engine.events``)
 and partial messages serialised (orjson), the detector with the shipped rules and the records
 serialised. Three runs under valgrind: start-up only, stage 1 (sources, drain, serialisation)
 and everything; the differences, per event, are printed.
+
+    python benchmarks/bench_instructions.py --seconds [--events 100000] [--batch 100000]
+
+times the same work in process instead, part by part (the sources, their serialised state and
+messages, the merge stage's parts, the detector, garbage collection), with the worker's garbage
+collection policy: where a catch-up's seconds go (``--batch`` the whole backlog: the worker's
+catch-up, which takes it in one batch).
 """
 
 from __future__ import annotations
@@ -35,12 +42,15 @@ sys.path.insert(0, str(REPO))
 STAGES = ("start-up", "stage 1", "all")
 
 
-def run_engine(arrivals_path: str, stage: str) -> None:
-    """The measured work (in the child, under valgrind)."""
+def run_engine(arrivals_path: str, stage: str, seconds: dict[str, float] | None = None, batch: int = 5000) -> None:
+    """The measured work (in the child, under valgrind; or in process with ``seconds``, which
+    then gets the wall time of each part of the batches' work added up)."""
+    import time
+
     import orjson
 
     from callpulse.config import Settings
-    from streams.app import tune_gc
+    from streams.app import BatchGc, tune_gc
     from streams.early_warning.detector import EarlyWarningDetector
     from streams.engine import messages_of, partial_records
     from streams.merge import MergeParams
@@ -50,13 +60,36 @@ def run_engine(arrivals_path: str, stage: str) -> None:
     with open(arrivals_path, "rb") as f:
         arrivals = pickle.load(f)
     s = Settings()
-    tune_gc(s)
+    # under valgrind Python's trigger, tuned as in-process runs have it (the figures of earlier
+    # runs stay comparable); timed in process, the worker's own policy, its pauses with the parts
+    gc_policy = BatchGc(s.gc_young_every_s, s.gc_full_every_s) if seconds is not None else None
+    if gc_policy is None:
+        tune_gc(s)
+    else:
+        gc_policy.start()
     if stage == "start-up":
         return
     detector = EarlyWarningDetector.from_settings(s)
 
+    clock = [time.perf_counter()]
+
+    def lap(part: str) -> None:
+        """Add the time since the last lap to ``part`` (in process only)."""
+        if seconds is not None:
+            now = time.perf_counter()
+            seconds[part] = seconds.get(part, 0.0) + now - clock[0]
+            clock[0] = now
+
     class Measured(LocalPipeline):
         def flush(self) -> list:
+            self.work()
+            if gc_policy is not None:  # as the worker: after the batch, its transient objects gone
+                gc_policy.after_batch()
+                lap("garbage collection between batches")
+            return []
+
+        def work(self) -> None:
+            lap("stage 1: sources (decoded events into partial state, window closes)")
             self.engine.settle()
             drained = self.engine.drain()
             for group in drained.groups():
@@ -64,23 +97,32 @@ def run_engine(arrivals_path: str, stage: str) -> None:
                     orjson.dumps(key)
                     orjson.dumps(value)
             sent = partial_records(drained.messages)
+            lap("stage 1: state entries and partial messages, serialised")
             if stage == "stage 1":
-                return []
+                return
             for _, value in sent:
                 for m in messages_of(value):
                     self.merger.on_message(m)
-            records = [final_record(fw, self.thresholds, self.variant) for fw in self.merger.finalize()]
+            lap("stage 2: partial messages decoded and taken in")
+            finals = self.merger.finalize()
+            lap("stage 2: final windows (merges, levels, repeats, rollups)")
+            records = [final_record(fw, self.thresholds, self.variant) for fw in finals]
+            lap("stage 2: KPI records")
             for r in records:
                 r.to_json()
+            lap("stage 2: KPI records serialised")
             detector.observe(records)
             detector.drain_staffing()
+            lap("stage 2: detector (rules, seasonal, staffing)")
             if self.merger.s.next_window is not None:
                 self.merger.prune_history(self.merger.s.next_window)
             for value in {**self.merger.drain_state(), **detector.drain_state()}.values():
                 orjson.dumps(value)
-            return []
+            lap("stage 2: merge and detector state, serialised")
 
-    Measured(EngineParams(), MergeParams.from_settings(s), 4).feed(arrivals, batch=5000)
+    pipeline = Measured(EngineParams(), MergeParams.from_settings(s), 4)
+    clock[0] = time.perf_counter()
+    pipeline.feed(arrivals, batch=batch)
 
 
 def instructions(arrivals_path: str, stage: str, logs: Path) -> int:
@@ -111,15 +153,36 @@ def instructions(arrivals_path: str, stage: str, logs: Path) -> int:
     return int(found.group(1).replace(",", ""))
 
 
+def print_seconds(arrivals_path: str, n: int, batch: int, mode: str) -> None:
+    """Wall time of each part of the engine's work, in process (a machine's load moves these
+    figures, unlike instruction counts; they say where a catch-up's seconds go)."""
+    seconds: dict[str, float] = {}
+    run_engine(arrivals_path, "all", seconds, batch)
+    total = sum(seconds.values())
+    print(f"{n} events of the large center in batches of {batch}; KPI engine: {mode}")
+    print(f"\n{'part':72} {'seconds':>8} {'share':>6} {'us/event':>9}")
+    for part, secs in seconds.items():
+        print(f"{part:72} {secs:>8.3f} {secs / total:>6.1%} {secs / n * 1e6:>9.1f}")
+    print(f"{'all':72} {total:>8.3f} {1:>6.1%} {total / n * 1e6:>9.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=20_000)
+    ap.add_argument(
+        "--seconds",
+        action="store_true",
+        help="no valgrind: time each part of the same work in process, with the worker's garbage collection",
+    )
+    ap.add_argument(
+        "--batch", type=int, default=5000, help="events per batch with --seconds (the whole backlog: a catch-up)"
+    )
     ap.add_argument("--child", nargs=2, metavar=("STAGE", "ARRIVALS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         run_engine(args.child[1], args.child[0])
         return
-    if shutil.which("valgrind") is None:
+    if not args.seconds and shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed: apt-get install valgrind (make bench-instructions does)")
 
     from benchmarks.bench_kpi_engine import events, final_watermark
@@ -131,6 +194,9 @@ def main() -> None:
     path = logs / "arrivals.pkl"
     with open(path, "wb") as f:
         pickle.dump(list(arrivals_from_events(evs, 4, final_watermark(evs))), f)
+    if args.seconds:
+        print_seconds(str(path), len(evs), args.batch, engine_mode())
+        return
     print(f"{len(evs)} events of the large center; KPI engine: {engine_mode()}; valgrind output in {logs}")
     counts = {}
     for stage in STAGES:
