@@ -71,14 +71,15 @@ def run_engine(arrivals_path: str, stage: str, seconds: dict[str, float] | None 
         return
     detector = EarlyWarningDetector.from_settings(s)
 
-    clock = [time.perf_counter()]
+    last = 0.0  # when the last lap ended (set again just before the feed)
 
     def lap(part: str) -> None:
         """Add the time since the last lap to ``part`` (in process only)."""
+        nonlocal last
         if seconds is not None:
             now = time.perf_counter()
-            seconds[part] = seconds.get(part, 0.0) + now - clock[0]
-            clock[0] = now
+            seconds[part] = seconds.get(part, 0.0) + now - last
+            last = now
 
     class Measured(LocalPipeline):
         def flush(self) -> list:
@@ -121,7 +122,7 @@ def run_engine(arrivals_path: str, stage: str, seconds: dict[str, float] | None 
             lap("stage 2: merge and detector state, serialised")
 
     pipeline = Measured(EngineParams(), MergeParams.from_settings(s), 4)
-    clock[0] = time.perf_counter()
+    last = time.perf_counter()
     pipeline.feed(arrivals, batch=batch)
 
 
