@@ -22,6 +22,10 @@ times the same work in process instead, part by part (the sources, their seriali
 messages, the merge stage's parts, the detector, garbage collection), with the worker's garbage
 collection policy: where a catch-up's seconds go (``--batch`` the whole backlog: the worker's
 catch-up, which takes it in one batch).
+
+``--scale N`` (both modes) takes the events of a center N times larger, as ``bench_kpi_engine``'s
+``--scale``: N times the traffic and agents per minute of event time, so stage 2's work per
+window is spread over N times the events and stage 1's per-event work is what remains.
 """
 
 from __future__ import annotations
@@ -154,13 +158,13 @@ def instructions(arrivals_path: str, stage: str, logs: Path) -> int:
     return int(found.group(1).replace(",", ""))
 
 
-def print_seconds(arrivals_path: str, n: int, batch: int, mode: str) -> None:
+def print_seconds(arrivals_path: str, n: int, batch: int, mode: str, center: str) -> None:
     """Wall time of each part of the engine's work, in process (a machine's load moves these
     figures, unlike instruction counts; they say where a catch-up's seconds go)."""
     seconds: dict[str, float] = {}
     run_engine(arrivals_path, "all", seconds, batch)
     total = sum(seconds.values())
-    print(f"{n} events of the large center in batches of {batch}; KPI engine: {mode}")
+    print(f"{n} events of {center} in batches of {batch}; KPI engine: {mode}")
     print(f"\n{'part':72} {'seconds':>8} {'share':>6} {'us/event':>9}")
     for part, secs in seconds.items():
         print(f"{part:72} {secs:>8.3f} {secs / total:>6.1%} {secs / n * 1e6:>9.1f}")
@@ -178,6 +182,12 @@ def main() -> None:
     ap.add_argument(
         "--batch", type=int, default=5000, help="events per batch with --seconds (the whole backlog: a catch-up)"
     )
+    ap.add_argument(
+        "--scale",
+        type=int,
+        default=1,
+        help="a center this many times larger (bench_kpi_engine's --scale): more events per minute of event time",
+    )
     ap.add_argument("--child", nargs=2, metavar=("STAGE", "ARRIVALS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -190,15 +200,16 @@ def main() -> None:
     from streams.compiled import engine_mode
     from streams.reference import arrivals_from_events
 
-    evs = events(args.events)
+    evs = events(args.events, args.scale)
+    center = "the large center" if args.scale == 1 else f"the large center x{args.scale}"
     logs = Path(tempfile.mkdtemp(prefix="callpulse-instructions-"))
     path = logs / "arrivals.pkl"
     with open(path, "wb") as f:
         pickle.dump(list(arrivals_from_events(evs, 4, final_watermark(evs))), f)
     if args.seconds:
-        print_seconds(str(path), len(evs), args.batch, engine_mode())
+        print_seconds(str(path), len(evs), args.batch, engine_mode(), center)
         return
-    print(f"{len(evs)} events of the large center; KPI engine: {engine_mode()}; valgrind output in {logs}")
+    print(f"{len(evs)} events of {center}; KPI engine: {engine_mode()}; valgrind output in {logs}")
     counts = {}
     for stage in STAGES:
         print(f"  {stage} under valgrind ...", file=sys.stderr, flush=True)

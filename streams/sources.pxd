@@ -61,10 +61,14 @@ cdef class AgentsSource(Source):
     cpdef _credit_levels(self, start, end)
     @cython.locals(w=OpenWindow)
     cpdef _credit_cells(self, cells, start, end)
+    @cython.locals(w=OpenWindow)
+    cpdef _credit_seconds(self, dict seconds)
+    cpdef _add_seconds(self, p, name, reason, secs)
     cpdef _credit(self, f, start, end)
     cpdef _untrack(self, aid, group)
     cpdef _queue_dims(self, queues)
     cpdef apply(self, e, ts, f)
+    @cython.locals(seconds=dict)
     cpdef on_close(self, old, new)
 
 cdef class TicketsSource(Source):

@@ -694,11 +694,23 @@ class AgentsSource(Source):
             if w is None:
                 continue
             for (name, reason, key), n in cells.items():
-                p = w.part(key, self.n)
-                total = n * secs
-                setattr(p, name, getattr(p, name) + total)
-                if reason is not None:
-                    p.not_ready_reasons[reason] = p.not_ready_reasons.get(reason, 0) + total
+                self._add_seconds(w.part(key, self.n), name, reason, n * secs)
+
+    def _credit_seconds(self, seconds: dict[tuple[int, tuple[str, str | None, tuple[str, ...]]], float]) -> None:
+        """Add agent seconds per (window start, group) to each dimension key of the group."""
+        at, w = None, None
+        for (wstart, (name, reason, keys)), secs in seconds.items():
+            if wstart != at:
+                at, w = wstart, self.window(wstart)
+            if w is not None:
+                for key in keys:
+                    self._add_seconds(w.part(key, self.n), name, reason, secs)
+
+    def _add_seconds(self, p: KpiPartial, name: str, reason: str | None, secs: float) -> None:
+        """The one place agent seconds go into a partial: the state field, and the pause reason."""
+        setattr(p, name, getattr(p, name) + secs)
+        if reason is not None:
+            p.not_ready_reasons[reason] = p.not_ready_reasons.get(reason, 0) + secs
 
     def _credit(self, f: dict[str, Any], start: float, end: float) -> None:
         """Add the interval's seconds in the agent's state to every window it overlaps."""
@@ -757,14 +769,29 @@ class AgentsSource(Source):
             self._on_close_replaying(old, new)
             return
         self._credit_levels(old, new)
+        # the agents who changed state since the last close: their seconds are summed per window
+        # and group first (in agent order), then added to the group's partials once, as the
+        # groups' are. One by one, each agent cost a window lookup and a partial update per
+        # dimension key: a fifth of stage 1's work for a center of 40,000 agents (instructions
+        # counted, docs/performance.md)
+        seconds: dict[tuple[int, tuple[str, str | None, tuple[str, ...]]], float] = {}
+        base = self.p.base
+        last = new - base  # boundaries are window starts: the last window before ``new``
         for aid in sorted(self.joined):
             f = self.facts[aid]
-            if f["since"] >= new:
+            since = f["since"]
+            if since >= new:
                 continue
             group = self._group(f)  # never None: only agents in a timed state join
-            self._credit_group(group, max(f["since"], old), new, 1)  # type: ignore[arg-type]
+            start = max(since, old)
+            # within the last window (nearly always): ``split_by_window``'s one piece, without the call
+            pieces = ((last, new - start),) if start >= last else split_by_window(start, new, base)
+            for wstart, secs in pieces:
+                cell = (wstart, group)
+                seconds[cell] = seconds.get(cell, 0) + secs  # type: ignore[index]
             self.joined.discard(aid)
             self.levels[group] = self.levels.get(group, 0) + 1  # type: ignore[index]
+        self._credit_seconds(seconds)
 
     def _on_close_replaying(self, old: int, new: int) -> None:
         """After a restart, agents whose facts already include later records are skipped: one
