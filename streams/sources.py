@@ -776,7 +776,6 @@ class AgentsSource(Source):
         # counted, docs/performance.md)
         seconds: dict[tuple[int, tuple[str, str | None, tuple[str, ...]]], float] = {}
         base = self.p.base
-        last = new - base  # boundaries are window starts: the last window before ``new``
         for aid in sorted(self.joined):
             f = self.facts[aid]
             since = f["since"]
@@ -784,9 +783,7 @@ class AgentsSource(Source):
                 continue
             group = self._group(f)  # never None: only agents in a timed state join
             start = max(since, old)
-            # within the last window (nearly always): ``split_by_window``'s one piece, without the call
-            pieces = ((last, new - start),) if start >= last else split_by_window(start, new, base)
-            for wstart, secs in pieces:
+            for wstart, secs in split_by_window(start, new, base):
                 cell = (wstart, group)
                 seconds[cell] = seconds.get(cell, 0) + secs  # type: ignore[index]
             self.joined.discard(aid)
