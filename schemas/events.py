@@ -199,6 +199,13 @@ class AgentStateEvent(EventBase):
     reason: Annotated[str, Field(max_length=64)] | None = None  # not-ready (pause) reason
     channel: Channel | None = None
 
+    @field_validator("queues")
+    @classmethod
+    def _queues_once(cls, v: list[str]) -> list[str]:
+        """A queue listed twice is one skill: the agent counts once in its dimension (first listing
+        kept, order otherwise unchanged), on every path that reads the event."""
+        return v if len(set(v)) == len(v) else list(dict.fromkeys(v))
+
 
 InputEvent = CallEvent | TicketEvent | SurveyEvent | AgentStateEvent
 

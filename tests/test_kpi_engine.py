@@ -410,3 +410,26 @@ def test_agent_records_only_for_the_configured_window_sizes() -> None:
     assert sizes_with_agents == {900, 3600}
     _, everything, _, _ = _run(arrivals, 2, params)
     assert {k: r for k, r in everything.items() if r.dimension != "agent" or r.window_size_s != 60}.keys() == got.keys()
+
+
+def test_an_agent_listing_a_queue_twice_counts_once_in_it() -> None:
+    """A queue listed twice in an agent's skills is one skill on every path (the engine's
+    per-agent and grouped crediting, and the batch reference): the results equal those of the
+    same day with every queue listed once."""
+    from schemas.events import AgentStateEvent
+
+    events = _day(2, 8)
+    doubled = []
+    for family, e in events:
+        if family == "agents" and e.queues:
+            e = AgentStateEvent.model_validate({**e.model_dump(), "queues": [*e.queues, *reversed(e.queues)]})
+            assert e.queues == [*dict.fromkeys(e.queues)]
+        doubled.append((family, e))
+    assert sum(1 for f, e in events if f == "agents" and e.queues) > 100
+    final = max(e.ts.timestamp() for _, e in events) + 600
+    params = EngineParams(grace=120)
+    once, _, _, _ = _run(arrivals_from_events(events, 2, final_watermark=final), 2, params)
+    ref, got, _, _ = _run(arrivals_from_events(doubled, 2, final_watermark=final), 2, params)
+    assert differences(once, ref) == []
+    assert differences(once, got) == []
+    assert any(r.busy_seconds for k, r in got.items() if r.dimension == "queue")
