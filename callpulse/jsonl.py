@@ -7,6 +7,7 @@ A line is an event object (its family is recognised from its fields), or
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import orjson
 from pydantic import ValidationError
 
-from schemas.codec import describe, family_of_item, parse_event_time, reason_for
+from schemas.codec import describe, family_of_item, parse_event_time, reason_for, unexpected
 from schemas.events import MODEL_BY_FAMILY, EventBase
 from schemas.records import DeadLetterReason
 
@@ -38,7 +39,14 @@ def parse_line(number: int, raw: bytes, family: str | None = None) -> Line:
     if not isinstance(item, dict):
         return Line(number, family, reason=DeadLetterReason.not_an_object, error="line is not a JSON object", raw=raw)
     if "watermark" in item and "event_id" not in item:
-        return Line(number, watermark=parse_event_time(str(item["watermark"])), raw=raw)
+        try:
+            ts = parse_event_time(str(item["watermark"]))
+        except ValueError:
+            why = f"watermark {item['watermark']!r} is not an event time (ISO 8601 or epoch seconds)"
+            return Line(number, family, reason=DeadLetterReason.wrong_type, error=why, raw=raw)
+        if not math.isfinite(ts):
+            return Line(number, family, reason=DeadLetterReason.out_of_range, error=f"watermark {ts}", raw=raw)
+        return Line(number, watermark=ts, raw=raw)
     if "event" in item and "topic" in item:
         family = str(item["topic"]).removeprefix("cc.")
         item = item["event"]
@@ -50,6 +58,9 @@ def parse_line(number: int, raw: bytes, family: str | None = None) -> Line:
         event = MODEL_BY_FAMILY[family].model_validate_json(raw)
     except ValidationError as exc:
         return Line(number, family, reason=reason_for(exc), error=describe(exc), raw=raw)
+    except Exception as exc:  # as the worker's decoder: one line never stops a replay
+        bad = unexpected(raw, None, exc)
+        return Line(number, family, reason=bad.reason, error=bad.error, raw=raw)
     return Line(number, family, event=event, raw=raw)
 
 

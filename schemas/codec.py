@@ -2,9 +2,8 @@
 
 A record value is either one event (a JSON object) or an *envelope*: a JSON array of events of
 the topic's type, which lets producers amortise per-record costs over many events. A record
-with the header ``callpulse.watermark`` (event time, ISO 8601 or epoch seconds) and no value
-and an empty value
-is a watermark: the producer's promise that this partition has no events older than that.
+with the header ``callpulse.watermark`` (event time, ISO 8601 or epoch seconds) and an empty
+value is a watermark: the producer's promise that this partition has no events older than that.
 
 Anything that cannot be decoded becomes a ``BadInput`` carrying the original bytes and a reason
 code; nothing is dropped silently.
@@ -12,6 +11,7 @@ code; nothing is dropped silently.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +33,7 @@ _RANGE_ERRORS = {
     "too_short",
     "string_too_long",
     "string_too_short",
+    "datetime_out_of_range",  # ours (schemas/events.py): a zone offset past year 1 or 9999
 }
 
 
@@ -71,6 +72,13 @@ def reason_for(exc: ValidationError) -> DeadLetterReason:
     return DeadLetterReason.invalid_value
 
 
+def unexpected(raw: bytes, index: int | None, exc: Exception) -> BadInput:
+    """A record whose validation raised something other than a ``ValidationError`` (a validator's
+    bug, such as the ``OverflowError`` a zone offset once raised): dead-lettered with the error,
+    so no single input can stop a worker."""
+    return BadInput(raw, index, DeadLetterReason.invalid_value, f"validation failed: {type(exc).__name__}: {exc}")
+
+
 def describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False)[:5]:
@@ -99,7 +107,35 @@ class EventDecoder:
             if not envelope:
                 return [], [BadInput(raw, None, reason_for(exc), describe(exc))]
             return self._decode_items(raw, now)
+        except Exception as exc:  # a validator's bug is this input's fault, not the worker's
+            if not envelope:
+                return [], [unexpected(raw, None, exc)]
+            return self._decode_items(raw, now)
         return self._check_future(events, raw, envelope, now)
+
+    def watermark(self, headers: Any, raw: bytes | None, now: float) -> tuple[float | None, BadInput | None]:
+        """``(event time, None)`` for a watermark record, ``(None, None)`` for an ordinary one, and
+        ``(None, bad)`` for a watermark that cannot be kept: a header that is not a time, one in
+        the future (it would close every window and make what follows late), or one on a record
+        that carries a value (its events would otherwise be skipped unseen)."""
+        text = watermark_text(headers)
+        if text is None:
+            return None, None
+        raw = raw or b""
+        if raw.strip():
+            why = f"a watermark record ({WATERMARK_HEADER}: {text!r}) carries a value; send events apart"
+            return None, BadInput(raw, None, DeadLetterReason.invalid_value, why)
+        try:
+            ts = parse_event_time(text)
+        except ValueError:
+            why = f"{WATERMARK_HEADER} header {text!r} is not an event time (ISO 8601 or epoch seconds)"
+            return None, BadInput(raw, None, DeadLetterReason.wrong_type, why)
+        if not math.isfinite(ts):
+            return None, BadInput(raw, None, DeadLetterReason.out_of_range, f"{WATERMARK_HEADER} header {text!r}")
+        if ts > now + self.max_future_skew_s:
+            why = f"{WATERMARK_HEADER} {text!r} is more than {self.max_future_skew_s:.0f}s in the future"
+            return None, BadInput(raw, None, DeadLetterReason.future_timestamp, why)
+        return ts, None
 
     def _decode_items(self, raw: bytes, now: float) -> tuple[list[EventBase], list[BadInput]]:
         """Slow path for an envelope with bad items: validate item by item."""
@@ -115,6 +151,9 @@ class EventDecoder:
                 event = self.model.model_validate_json(item_raw)
             except ValidationError as exc:
                 bad.append(BadInput(item_raw, i, reason_for(exc), describe(exc)))
+                continue
+            except Exception as exc:  # as in ``decode``
+                bad.append(unexpected(item_raw, i, exc))
                 continue
             if self._is_future(event, now):
                 bad.append(self._future(event, item_raw, i))
@@ -154,19 +193,21 @@ class EventDecoder:
         return good, bad
 
 
-def parse_watermark(headers: Any) -> float | None:
-    """Event time (epoch seconds) of a watermark record, or None for an ordinary record."""
+def watermark_text(headers: Any) -> str | None:
+    """The watermark header's value, or None for an ordinary record (``EventDecoder.watermark``
+    checks it)."""
     if not headers:
         return None
     items = headers.items() if isinstance(headers, dict) else headers
     for key, value in items:
         if key == WATERMARK_HEADER:
-            return parse_event_time(value.decode() if isinstance(value, bytes) else str(value))
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
     return None
 
 
 def parse_event_time(text: str) -> float:
-    """Epoch seconds from ``1793613600.0`` or ISO 8601 (``Z`` allowed; no zone means UTC)."""
+    """Epoch seconds from ``1793613600.0`` or ISO 8601 (``Z`` allowed; no zone means UTC);
+    ``ValueError`` for anything else."""
     try:
         return float(text)
     except ValueError:

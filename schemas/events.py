@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 SCHEMA_VERSION = 1
 
@@ -74,7 +75,13 @@ class AgentState(StrEnum):
 
 
 def _utc(v: datetime) -> datetime:
-    return v.astimezone(UTC)
+    """``v`` in UTC. An offset that carries it past year 1 or 9999 is a validation error: the
+    bare ``OverflowError`` would escape pydantic and the decoder, and one such event would stop
+    a worker."""
+    try:
+        return v.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError("datetime_out_of_range", "Input is outside years 1-9999 in UTC") from None
 
 
 class EventBase(BaseModel):

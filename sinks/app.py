@@ -23,7 +23,7 @@ import faust
 from pydantic import BaseModel, ValidationError
 
 from callpulse.config import Settings
-from schemas.codec import EventDecoder, parse_watermark
+from schemas.codec import EventDecoder
 from schemas.pii import Pseudonymizer
 from schemas.records import DeadLetter, DeadLetterReason, KpiRecord, StaffingRecord, WarningRecord
 from sinks.clickhouse import ClickHouseSink, spans_of
@@ -63,7 +63,11 @@ class SinkWorker:
         invalid = duplicate = 0
         for ev in events:
             msg = ev.message
-            if parse_watermark(msg.headers) is not None:
+            wm, bad_wm = decoder.watermark(msg.headers, msg.value, now.timestamp())
+            if wm is not None:
+                continue
+            if bad_wm is not None:  # the KPI worker dead-letters it, as the bad events below
+                invalid += 1
                 continue
             good, bad = decoder.decode(msg.value, now.timestamp())
             invalid += len(bad)  # the KPI worker dead-letters these (its consumer group reads them too)

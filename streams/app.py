@@ -36,7 +36,7 @@ import faust
 import orjson
 
 from callpulse.config import Settings
-from schemas.codec import EventDecoder, parse_watermark
+from schemas.codec import EventDecoder
 from schemas.events import EventBase
 from schemas.records import DeadLetter, DeadLetterReason
 from sinks.metrics import WorkerMetrics
@@ -185,16 +185,20 @@ class KpiWorker:
         if p not in self.restored:
             self._restore(p, now)
         src = self.engine.source(topic, p)
-        decode = self.decoders[topic].decode
+        decode, watermark = self.decoders[topic].decode, self.decoders[topic].watermark
         replayed = accepted = duplicates = invalid = late = 0
         for msg in records:
             offset = msg.offset
             if offset <= src.upto:
                 replayed += 1
                 continue
-            wm = parse_watermark(msg.headers)
+            wm, bad_wm = watermark(msg.headers, msg.value, now)
             if wm is not None:
                 src.watermark(offset, wm, now)
+                continue
+            if bad_wm is not None:
+                dead.append((msg, bad_wm.raw, None, bad_wm.reason, bad_wm.error))
+                invalid += 1
                 continue
             good, bad = decode(msg.value, now)
             for b in bad:

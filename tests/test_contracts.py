@@ -9,6 +9,8 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import jsonschema
 import orjson
@@ -16,7 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.codec import EventDecoder, parse_watermark, watermark_headers
+from callpulse.jsonl import parse_line
+from schemas.codec import EventDecoder, watermark_headers
 from schemas.events import MODEL_BY_FAMILY, CallEvent
 from schemas.export import export_schemas
 from schemas.pii import Pseudonymizer, normalise_phone, scrub_text
@@ -49,15 +52,65 @@ def test_envelope_keeps_good_items_and_isolates_bad_ones() -> None:
     assert orjson.loads(bad[0].raw) == items[1]
 
 
+def test_a_validator_raising_anything_else_dead_letters_the_input_and_keeps_the_rest() -> None:
+    """Mocked fault (no input is known to cause one for real since the zone-offset overflow was
+    fixed): validation raising something other than a ``ValidationError`` for one item."""
+    decoder = EventDecoder("calls", 900)
+    model, many = decoder.model, decoder._many
+
+    def exploding(validate: Any) -> Any:
+        def run(raw: bytes) -> Any:
+            if b"c-boom" in raw:
+                raise OverflowError("a validator's bug")
+            return validate(raw)
+
+        return run
+
+    decoder.model = SimpleNamespace(model_validate_json=exploding(model.model_validate_json))  # type: ignore[assignment]
+    decoder._many = SimpleNamespace(validate_json=exploding(many.validate_json))  # type: ignore[assignment]
+    items = [call(event_id="e1"), call(event_id="e2", contact_id="c-boom"), call(event_id="e3")]
+    good, bad = decoder.decode(orjson.dumps(items), NOW)
+    assert [e.event_id for e in good] == ["e1", "e3"]
+    assert [(b.index, b.reason.value) for b in bad] == [(1, "invalid_value")]
+    assert "OverflowError: a validator's bug" in bad[0].error
+    assert orjson.loads(bad[0].raw) == items[1]
+    single = orjson.dumps(items[1])
+    good, bad = decoder.decode(single, NOW)
+    assert good == [] and [(b.raw, b.index, b.reason.value) for b in bad] == [(single, None, "invalid_value")]
+
+
+def test_jsonl_watermark_lines_that_are_not_times_get_a_reason() -> None:
+    assert parse_line(1, b'{"watermark": "2026-11-02T10:00:00Z"}').watermark == 1793613600.0
+    for raw, reason in [(b'{"watermark": "soon"}', "wrong_type"), (b'{"watermark": "nan"}', "out_of_range")]:
+        line = parse_line(7, raw)
+        assert (line.watermark, line.reason, line.raw) == (None, reason, raw) and line.error
+
+
 def test_timestamps_are_utc_and_naive_is_rejected() -> None:
     e = CallEvent.model_validate_json(orjson.dumps(call(ts="2026-11-02T12:00:00+02:00")))
     assert e.ts.isoformat() == "2026-11-02T10:00:00+00:00"
 
 
-def test_watermark_header_round_trip() -> None:
-    assert parse_watermark(watermark_headers(1234.5)) == 1234.5
-    assert parse_watermark([("callpulse.watermark", b"2026-11-02T10:00:00Z")]) == 1793613600.0
-    assert parse_watermark([("other", b"x")]) is None
+def test_watermark_header_round_trip_and_bad_watermarks_get_their_reason() -> None:
+    decoder = EventDecoder("calls", 900)
+    assert decoder.watermark(watermark_headers(1234.5), b"", NOW) == (1234.5, None)
+    assert decoder.watermark([("callpulse.watermark", b"2026-11-02T10:00:00Z")], None, NOW) == (1793613600.0, None)
+    assert decoder.watermark({"callpulse.watermark": b"1793613600"}, b"", NOW) == (1793613600.0, None)
+    assert decoder.watermark([("other", b"x")], b"{}", NOW) == (None, None)
+    assert decoder.watermark(None, b"{}", NOW) == (None, None)
+    for header, value, reason in [
+        (b"yesterday", b"", "wrong_type"),
+        (b"\xff\xfe", b"", "wrong_type"),
+        (b"nan", b"", "out_of_range"),
+        (b"inf", b"", "out_of_range"),
+        (repr(NOW + 901).encode(), b"", "future_timestamp"),
+        (b"1793613600", b'[{"event_id": "x"}]', "invalid_value"),
+    ]:
+        ts, bad = decoder.watermark([("callpulse.watermark", header)], value, NOW)
+        assert ts is None and bad is not None, header
+        assert (bad.reason.value, bad.raw, bad.index) == (reason, value, None), header
+        assert "callpulse.watermark" in bad.error
+    assert decoder.watermark([("callpulse.watermark", repr(NOW + 899).encode())], b"", NOW) == (NOW + 899, None)
 
 
 def _doc_examples() -> list[tuple[str, dict[str, object]]]:

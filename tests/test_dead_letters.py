@@ -8,10 +8,13 @@ from typing import Any
 
 import orjson
 
+from schemas.codec import WATERMARK_HEADER
 from streams.kafka import EventProducer
 from tests.badinputs import CORPUS, call
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+#: (header value, record value) of watermark records the worker must dead-letter
+BAD_WATERMARKS = [(b"next tuesday", b""), (b"4102444800", b""), (b"1793613600", b"[]")]
 
 
 def _valid(i: int, minute: int) -> bytes:
@@ -38,6 +41,10 @@ def test_bad_inputs_land_in_dlq_with_original_bytes_and_reason(pipeline_factory:
                 await prod.send_raw("calls", _valid(i, 0), key=f"c-ok-0-{i}".encode())
                 valid += 1
                 await prod.send_raw(family, raw, key=f"bad-{i}".encode())
+            # watermarks that cannot be kept; a future one kept would make the events after it late
+            calls = pipe.settings.topics.inputs()["calls"]
+            for header, value in BAD_WATERMARKS:
+                await prod.producer.send_and_wait(calls, value, partition=0, headers=[(WATERMARK_HEADER, header)])
             await prod.send_raw("calls", envelope, partition=0)
             valid += 2
             # the stream has reached T0+10min: an event an hour old is beyond the 60 s grace
@@ -48,13 +55,13 @@ def test_bad_inputs_land_in_dlq_with_original_bytes_and_reason(pipeline_factory:
         return valid
 
     valid = asyncio.run(produce())
-    expected = len(CORPUS) + 2  # the corpus, the envelope's bad item, the late event
+    expected = len(CORPUS) + len(BAD_WATERMARKS) + 2  # and the envelope's bad item, the late event
 
     records = asyncio.run(pipe.read(pipe.topics.dlq, until=lambda r: len(r) >= expected))
     assert worker.alive(), "a bad input crashed the worker"
     letters = [(r.value, {k: v.decode() for k, v in r.headers}) for r in records]
     assert len(letters) == expected
-    by_raw = {raw: h for raw, h in letters}
+    by_raw = {raw: h for raw, h in letters if WATERMARK_HEADER not in h["callpulse.error"]}
     for name, family, raw, reason in CORPUS:
         assert raw in by_raw, f"{name}: no dead letter"
         h = by_raw[raw]
@@ -62,6 +69,10 @@ def test_bad_inputs_land_in_dlq_with_original_bytes_and_reason(pipeline_factory:
         assert h["callpulse.source_topic"] == pipe.settings.topics.inputs()[family]
         assert h["callpulse.error"]
         int(h["callpulse.offset"])
+    watermark_letters = sorted(
+        (h["callpulse.reason"], raw) for raw, h in letters if WATERMARK_HEADER in h["callpulse.error"]
+    )
+    assert watermark_letters == [("future_timestamp", b""), ("invalid_value", b"[]"), ("wrong_type", b"")]
     env_item = orjson.dumps(call(event_id="env-bad", contact_id="c-env", channel="carrier-pigeon"))
     assert by_raw[env_item]["callpulse.index"] == "1"
     assert by_raw[late_raw]["callpulse.reason"] == "late"
