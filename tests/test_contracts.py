@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from callpulse.jsonl import parse_line
@@ -188,3 +188,64 @@ def test_scrub_removes_emails_and_phone_numbers_but_keeps_words() -> None:
     text = "call me at +1 555 010 2030 or mail jane.doe@example.com, order 12345"
     out = scrub_text(text)
     assert out == "call me at [phone] or mail [email], order 12345"
+
+
+_TIMES = st.builds(  # RFC 3339-like times, the calendar's edges and impossible dates among them
+    lambda date, h, mi, s, frac, off: f"{date}T{h:02d}:{mi:02d}:{s:02d}{frac}{off}",
+    st.sampled_from(["0001-01-01", "0001-01-02", "9999-12-31", "2026-11-02", "2024-02-29", "2026-02-30", "2026-13-01"]),
+    st.integers(0, 23) | st.just(24),
+    st.integers(0, 59) | st.just(60),
+    st.integers(0, 59) | st.just(60),
+    st.sampled_from(["", ".5", ".123456", ".1234567"]),
+    st.sampled_from(["", "Z", "+00:00", "+02:00", "-02:00", "+23:59", "-23:59", "+24:00", "+0530", "+05"]),
+)
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+    | _TIMES,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+_VALID = {
+    "calls": call(ts="2026-11-02T10:00:00Z", kind="answered", wait_seconds=5.0, agent_id="a-1"),
+    "tickets": {
+        "event_id": "t",
+        "ts": "2026-11-02T10:00:00Z",
+        "kind": "resolved",
+        "ticket_id": "t-1",
+        "created_at": "2026-11-01T10:00:00Z",
+        "sla_due": "2026-11-02T09:00:00Z",
+        "category": "billing",
+        "channel": "email",
+        "team": "billing",
+    },
+    "surveys": {"event_id": "s", "ts": "2026-11-02T10:00:00Z", "survey_id": "s-1", "contact_id": "c-1", "csat": 4},
+    "agents": {"event_id": "a", "ts": "2026-11-02T10:00:00Z", "agent_id": "a-1", "state": "ready", "queues": ["x"]},
+}
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    family=st.sampled_from(sorted(_VALID)),
+    changes=st.dictionaries(
+        st.sampled_from(sorted({k for v in _VALID.values() for k in v} | {"extra", "queues", "nps"})),
+        _JSON,
+        min_size=1,
+        max_size=3,
+    )
+    | st.dictionaries(st.sampled_from(["ts", "created_at", "sla_due"]), _TIMES, min_size=1),
+    envelope=st.booleans(),
+)
+@example(family="agents", changes={"ts": "0001-01-01T00:00:00+02:00"}, envelope=False)  # an OverflowError once
+@example(family="tickets", changes={"sla_due": "9999-12-31T23:00:00-02:00"}, envelope=True)
+def test_no_input_makes_the_decoder_raise(family: str, changes: dict[str, Any], envelope: bool) -> None:
+    """A valid event with up to three fields replaced by arbitrary JSON (times around years 1 and
+    9999 with odd offsets among them): decoded or dead-lettered with a reason, never raised."""
+    item = {**_VALID[family], **changes}
+    raw = json.dumps([_VALID[family], item] if envelope else item).encode()  # big integers too
+    good, bad = EventDecoder(family, 900).decode(raw, NOW)
+    assert len(good) + len(bad) == (2 if envelope else 1)
+    assert all(b.reason and b.error for b in bad)
