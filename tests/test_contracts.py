@@ -129,9 +129,9 @@ def test_every_doc_example_validates_against_exported_schema_and_model(tmp_path:
     export_schemas(tmp_path)
     schemas = {p.name.split(".")[1]: json.loads(p.read_text()) for p in tmp_path.glob("cc.*.v1.json")}
     assert set(schemas) == {"calls", "tickets", "surveys", "agents", "kpis", "warnings"}
-    for topic, example in _doc_examples():
-        jsonschema.validate(example, schemas[topic])
-        MODEL_BY_FAMILY[topic].model_validate_json(json.dumps(example))
+    for topic, doc_example in _doc_examples():
+        jsonschema.validate(doc_example, schemas[topic])
+        MODEL_BY_FAMILY[topic].model_validate_json(json.dumps(doc_example))
 
 
 def test_exported_schema_rejects_what_the_model_rejects(tmp_path: Path) -> None:
