@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from callpulse.cli import main
+from callpulse.ingest.csv_export import Mapping, convert_rows
 from callpulse.ingest.queue_log import QueueLogMapper, agent_id, convert, parse
 from callpulse.ingest.runner import follow
 
@@ -149,6 +150,8 @@ def test_corrupted_queue_log_never_crashes_and_every_bad_line_is_rejected(tmp_pa
         "negative talk": f"{T0 + 54}|1799.3|support|PJSIP/201|COMPLETEAGENT|3|-40|1",
         "binary garbage": "\x00\x01\x02|\xff",
         "call event without callid": f"{T0 + 55}|NONE|support|NONE|ENTERQUEUE||x|1",
+        "epoch past year 9999": "99999999999999|1799.1|support|NONE|ENTERQUEUE||x|1",
+        "epoch not finite": "nan|1799.1|support|NONE|ENTERQUEUE||x|1",
     }
     for text in bad.values():
         lines.insert(rng.randrange(1, len(lines)), text)
@@ -268,6 +271,15 @@ def test_call_detail_csv_kpis_and_rejects(tmp_path: Path) -> None:
     assert sorted(s["csat"] for s in surveys) == [2, 4, 5]
     ended = {x["event"]["contact_id"]: x["event"]["talk_seconds"] for x in lines if x["event"].get("kind") == "ended"}
     assert ended["cdr-c1"] == 190.0  # H:MM:SS
+
+
+def test_csv_time_outside_the_calendar_in_utc_is_rejected_not_raised() -> None:
+    """Year 1 at midnight in Tokyo is before year 1 in UTC: once an ``OverflowError`` that stopped
+    the ingest."""
+    m = Mapping(kind="call_detail", timezone="Asia/Tokyo", columns={"id": "id", "date": "start"})
+    rows = [(1, {"id": "x", "start": "0001-01-01 00:00:00"}, "x,0001-01-01 00:00:00")]
+    out = list(convert_rows(rows, m))
+    assert [(r.number, r.reason) for r in out] == [(1, "bad_time")]  # type: ignore[union-attr]
 
 
 def test_contact_record_csv(tmp_path: Path) -> None:

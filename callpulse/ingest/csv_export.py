@@ -79,9 +79,12 @@ def _when(m: Mapping, row: dict[str, str]) -> datetime:
     for fmt in m.date_formats:
         try:
             t = datetime.strptime(text, fmt)
-            return (t if t.tzinfo else t.replace(tzinfo=ZoneInfo(m.timezone))).astimezone(UTC)
         except ValueError:
             continue
+        try:
+            return (t if t.tzinfo else t.replace(tzinfo=ZoneInfo(m.timezone))).astimezone(UTC)
+        except OverflowError:
+            raise RowError("bad_time", f"{text!r} is outside years 1-9999 in UTC") from None
     raise RowError("bad_time", f"{text!r} matches none of {m.date_formats}")
 
 
@@ -119,6 +122,8 @@ def convert_rows(
         except ValidationError as exc:
             err = exc.errors()[0]
             yield Rejected(number, raw, "invalid_value", f"{'.'.join(map(str, err['loc']))}: {err['msg']}")
+        except Exception as exc:  # as the queue_log reader: a row must never stop the ingest
+            yield Rejected(number, raw, "unreadable", f"{type(exc).__name__}: {exc}")
 
 
 def _rid(m: Mapping, row: dict[str, str]) -> str:

@@ -114,15 +114,26 @@ def _float(value: str, what: str) -> float:
         raise LineError("not_a_number", f"{what} is not a number: {value!r}") from exc
 
 
+#: The epoch seconds an event's datetime can hold (years 1-9999 in UTC, a day's margin).
+_EPOCH_RANGE = (datetime(1, 1, 2, tzinfo=UTC).timestamp(), datetime(9999, 12, 30, tzinfo=UTC).timestamp())
+
+
+def _epoch(ts: float, value: str) -> float:
+    """``ts``, or a rejected line when no event can carry it (it would stop the ingest later)."""
+    if not _EPOCH_RANGE[0] <= ts <= _EPOCH_RANGE[1]:  # NaN too
+        raise LineError("bad_time", f"time {value!r} is outside years 1-9999")
+    return ts
+
+
 def _time(value: str, tz: ZoneInfo) -> float:
     value = value.strip()
     if re.fullmatch(r"\d+(\.\d+)?", value):
-        return float(value)
+        return _epoch(float(value), value)
     try:
         t = datetime.fromisoformat(value.replace(" ", "T"))
     except ValueError as exc:
         raise LineError("bad_time", f"unreadable time {value!r}") from exc
-    return (t if t.tzinfo else t.replace(tzinfo=tz)).timestamp()
+    return _epoch((t if t.tzinfo else t.replace(tzinfo=tz)).timestamp(), value)
 
 
 def parse(lines: Iterable[str], fmt: str | None = None, tz: str = "UTC") -> Iterator[QueueLogLine | Rejected]:
@@ -165,9 +176,8 @@ def _native(number: int, text: str) -> QueueLogLine:
         raise LineError(
             "wrong_field_count", f"{len(parts)} fields, at least 5 expected (epoch|callid|queue|agent|event)"
         )
-    return QueueLogLine(
-        number, text, _float(parts[0], "epoch"), parts[1], parts[2], parts[3], parts[4], tuple(parts[5:])
-    )
+    ts = _epoch(_float(parts[0], "epoch"), parts[0])
+    return QueueLogLine(number, text, ts, parts[1], parts[2], parts[3], parts[4], tuple(parts[5:]))
 
 
 def _realtime(number: int, text: str, rec: dict[str, str], tz: ZoneInfo) -> QueueLogLine:
@@ -368,6 +378,9 @@ def convert(
             mapped = mapper.map(item)
         except LineError as exc:
             yield Rejected(item.number, item.raw, exc.reason, str(exc))
+            continue
+        except Exception as exc:  # as in ``parse``: a line must never stop the ingest
+            yield Rejected(item.number, item.raw, "unreadable", f"{type(exc).__name__}: {exc}")
             continue
         if mapped.ignored:
             yield Ignored(item.number, mapped.ignored)
