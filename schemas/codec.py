@@ -34,6 +34,7 @@ _RANGE_ERRORS = {
     "string_too_long",
     "string_too_short",
     "datetime_out_of_range",  # ours (schemas/events.py): a zone offset past year 1 or 9999
+    "datetime_too_early",  # ours: an event time before 1990
 }
 
 

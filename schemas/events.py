@@ -74,6 +74,13 @@ class AgentState(StrEnum):
     logged_out = "logged_out"
 
 
+#: Event times before this are rejected. The default values of unset clocks and missing times
+#: (year 1, 1900, epoch 0 in 1970, DOS and GPS in 1980) all precede it, and one of them opening a
+#: partition's stream time would have every minute since closed, zero-filled and emitted
+#: (docs/events.md); real logs are later (the Technion bank data of 1999 in the shared tests).
+EARLIEST_EVENT_TIME = datetime(1990, 1, 1, tzinfo=UTC)
+
+
 def _utc(v: datetime) -> datetime:
     """``v`` in UTC. An offset that carries it past year 1 or 9999 is a validation error: the
     bare ``OverflowError`` would escape pydantic and the decoder, and one such event would stop
@@ -96,7 +103,12 @@ class EventBase(BaseModel):
     @field_validator("ts")
     @classmethod
     def _ts_utc(cls, v: datetime) -> datetime:
-        return _utc(v)
+        v = _utc(v)
+        if v < EARLIEST_EVENT_TIME:
+            raise PydanticCustomError(
+                "datetime_too_early", "Input is before 1990-01-01T00:00:00Z: a clock unset or a missing time read as 0?"
+            )
+        return v
 
 
 class CallEvent(EventBase):

@@ -75,6 +75,8 @@ CORPUS: list[tuple[str, str, bytes, str]] = [
     ("answered without wait", "calls", j(call(kind="answered", agent_id="a")), "invalid_value"),
     ("not a date", "calls", j(call(ts="yesterday")), "wrong_type"),
     ("ts before year 1 in UTC", "agents", j(agent(ts="0001-01-01T00:00:00+02:00")), "out_of_range"),
+    ("ts at epoch 0 (a clock never set)", "calls", j(call(ts="1970-01-01T00:00:00Z")), "out_of_range"),
+    ("ts just before 1990", "tickets", j(ticket(ts="1990-01-01T00:59:59+01:00")), "out_of_range"),
     ("ts after year 9999 in UTC", "calls", j(call(ts="9999-12-31T23:00:00-02:00")), "out_of_range"),
     ("sla_due after year 9999 in UTC", "tickets", j(ticket(sla_due="9999-12-31T23:30:00-01:00")), "out_of_range"),
     ("empty event_id", "calls", j(call(event_id="")), "out_of_range"),
