@@ -34,6 +34,7 @@ class MergeParams:
     repeat_horizon: int = 86_400
     complaint_horizon: int = 7 * 86_400
     agent_sizes: tuple[int, ...] | None = None  # window sizes with per-agent records; None = all
+    zero_fill_horizon: int = 7 * 86_400  # a value is zero-filled this long after its last data
 
     def agents_in(self, size: int) -> bool:
         return self.agent_sizes is None or size in self.agent_sizes
@@ -47,6 +48,7 @@ class MergeParams:
             repeat_horizon=s.repeat_horizon_s,
             complaint_horizon=s.repeat_complaint_horizon_s,
             agent_sizes=tuple(s.agent_window_sizes_s),
+            zero_fill_horizon=s.zero_fill_horizon_s,
         )
 
 
@@ -68,7 +70,9 @@ class MergeState:
     pending: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
     next_window: int | None = None
     levels: dict[str, dict[str, int]] = field(default_factory=dict)  # after next_window - base
-    known: dict[str, int] = field(default_factory=dict)  # dimkey -> first window seen
+    # the values zero-filled (all but agents): dimkey -> last base window with data, kept while
+    # within the zero-fill horizon (earlier versions kept every value ever seen, agents too)
+    known: dict[str, int] = field(default_factory=dict)
     rollups: dict[str, dict[str, Any]] = field(default_factory=dict)  # "size|start" -> acc
     finals: set[int] = field(default_factory=set)  # base windows persisted for open rollups
     history: dict[str, list[list[Any]]] = field(default_factory=dict)  # "kind|key" -> [[ts, id]]
@@ -89,9 +93,6 @@ class WindowMerger:
         self._stored: set[str] = set()
         self._fresh: dict[int, dict[str, KpiPartial]] = {}  # finalized since the last drain
         self._legacy: set[str] = set()  # accumulator entries of earlier versions, to delete
-        # the known dimension values that are zero-filled (all but agents), in ``known``'s order:
-        # hundreds of agents are known, a handful of them in any one window
-        self._fill: dict[str, int] = {}
 
     # -- input ---------------------------------------------------------------------------------
     def on_message(self, msg: dict[str, Any]) -> None:
@@ -124,6 +125,13 @@ class WindowMerger:
                 return out
             self.s.next_window = min(self.s.pending)
         while self.s.next_window + self.p.base <= mark:
+            if not self.s.known and not self.s.rollups and self.s.next_window not in self.s.pending:
+                # Nothing to zero-fill and no longer window open: the windows up to the next one
+                # with data (or the watermark) would give no record. Skipped in one step, so a
+                # jump of stream time costs the zero-fill horizon, not the whole gap, window by
+                # window (an event months early opening a partition took minutes).
+                self.s.next_window = min(min(self.s.pending, default=mark), mark)
+                continue
             out.extend(self._finalize_one(self.s.next_window))
             self.s.next_window += self.p.base
         return out
@@ -142,14 +150,19 @@ class WindowMerger:
                 else:
                     part.merge_state(data)
             firsts.extend(msg.get("firsts", []))
+        # Silence is data, for a while: a value is zero-filled in every window up to the horizon
+        # after its last data, then forgotten (a queue taken out of service, a value sent by
+        # mistake) until it has data again. Agents are never zero-filled.
         known = self.s.known
         for key in merged:
-            if key not in known:
+            if not key.startswith("agent\t"):
                 known[key] = start
-                if not key.startswith("agent\t"):
-                    self._fill[key] = start
-        for key, first in self._fill.items():
-            if first <= start and key not in merged:
+        horizon = self.p.zero_fill_horizon
+        expired = [key for key, last in known.items() if start - last >= horizon]
+        for key in expired:
+            del known[key]
+        for key in known:
+            if key not in merged:
                 merged[key] = KpiPartial(self.n)
         for key, part in merged.items():
             ends = part.resolve_levels(self.s.levels.get(key, {}))
@@ -296,7 +309,7 @@ class WindowMerger:
 
     def load_state(self, items: Any) -> None:
         self.s = MergeState()
-        self._fresh, self._legacy, self._fill, self._stored = {}, set(), {}, set()
+        self._fresh, self._legacy, self._stored = {}, set(), set()
         finals: dict[int, dict[str, Any]] = {}
         for key, value in items:
             if value is None:
@@ -306,8 +319,8 @@ class WindowMerger:
                 self.s.closed = dict(value["closed"])
                 self.s.next_window = value["next_window"]
                 self.s.levels = {k: dict(v) for k, v in value["levels"].items()}
-                self.s.known = dict(value["known"])
-                self._fill = {k: first for k, first in self.s.known.items() if not k.startswith("agent\t")}
+                # earlier versions: every value ever seen, agents too, with its first window
+                self.s.known = {k: w for k, w in value["known"].items() if not k.startswith("agent\t")}
             elif kind == "pend":
                 w, _, source = rest.partition("|")
                 self.s.pending.setdefault(int(w), {})[source] = value

@@ -10,7 +10,7 @@ over the accepted events. Tests compare the stream's ``cc.kpis`` with this; user
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -76,7 +76,7 @@ class Tally:
     csat_wait: dict[tuple[int, str], dict[str, list[int]]] = field(default_factory=dict)
     firsts: list[tuple[str, str, float, str, str, list[str]]] = field(default_factory=list)
     touched: set[int] = field(default_factory=set)  # base windows any source opened
-    first_seen: dict[str, int] = field(default_factory=dict)  # dim -> first base window
+    data: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))  # dim -> windows with data
 
     def add(self, w: int, dims: Iterable[str], name: str, value: float = 1) -> None:
         for d in dims:
@@ -85,8 +85,7 @@ class Tally:
             self._seen(w, d)
 
     def _seen(self, w: int, d: str) -> None:
-        if d not in self.first_seen or w < self.first_seen[d]:
-            self.first_seen[d] = w
+        self.data[d].add(w)
 
     def level(self, base: int, dims: Iterable[str], level: str, ts: float, delta: int) -> None:
         w = floor_to(ts, base)
@@ -378,6 +377,7 @@ class Reference:
             return []
         first = min(self.t.touched)
         last_end = min(self.closed.values())  # base windows ending here or before are final
+        self._data = {d: sorted(ws) for d, ws in self.t.data.items() if not d.startswith("agent\t")}
         out: list[KpiRecord] = []
         for size in sizes:
             start = floor_to(first, size)
@@ -390,8 +390,11 @@ class Reference:
         base = self.p.base
         lo = max(start, first)
         bases = range(lo, start + size, base)
-        last_base = start + size - base
-        dims = {d for d, w0 in self.t.first_seen.items() if w0 <= last_base and not d.startswith("agent\t")}
+        # a value is in a base window within the zero-fill horizon after one of its data windows,
+        # and in a longer window when it is in one of its base windows: it has data in
+        # (lo - horizon, end)
+        end, since = start + size, lo - self.zero_fill_horizon
+        dims = {d for d, ws in self._data.items() if (i := bisect_right(ws, since)) < len(ws) and ws[i] < end}
         if self.agent_sizes is None or size in self.agent_sizes:
             dims |= {d for (w, d) in self.t.sums if d.startswith("agent\t") and lo <= w < start + size}
         records = []
@@ -444,6 +447,8 @@ class Reference:
 
     _variant = "answered_abandoned_no_short"
     agent_sizes: tuple[int, ...] | None = None  # window sizes with per-agent records; None = all
+    zero_fill_horizon = 7 * 86_400
+    _data: dict[str, list[int]]  # non-agent dim -> its base windows with data, in order
 
 
 def _exact_percentiles(values: dict[str, list[float]]) -> dict[str, float | None]:
@@ -466,12 +471,14 @@ def recompute(
     repeat_horizon: int = 86_400,
     complaint_horizon: int = 7 * 86_400,
     agent_sizes: tuple[int, ...] | None = None,
+    zero_fill_horizon: int = 7 * 86_400,
 ) -> tuple[list[KpiRecord], dict[str, int]]:
     """All final KPI records for ``arrivals``, and how many events were accepted/late/duplicate.
     Per-agent records only for ``agent_sizes`` (None: every size)."""
     ref = Reference(params, partitions, repeat_horizon, complaint_horizon)
     ref._variant = default_variant
     ref.agent_sizes = agent_sizes
+    ref.zero_fill_horizon = zero_fill_horizon
     ref.run(arrivals)
     return ref.records(sizes, default_variant), ref.counts
 
@@ -487,4 +494,5 @@ def recompute_as_configured(arrivals: list[Arrival], s: Any) -> tuple[list[KpiRe
         s.repeat_horizon_s,
         s.repeat_complaint_horizon_s,
         tuple(s.agent_window_sizes_s),
+        s.zero_fill_horizon_s,
     )

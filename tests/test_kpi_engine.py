@@ -433,3 +433,87 @@ def test_an_agent_listing_a_queue_twice_counts_once_in_it() -> None:
     assert differences(once, ref) == []
     assert differences(once, got) == []
     assert any(r.busy_seconds for k, r in got.items() if r.dimension == "queue")
+
+
+def test_zero_fill_stops_at_the_horizon_after_a_values_last_data() -> None:
+    """Silence is data for a while: a value is zero-filled up to the horizon after its last data,
+    then not at all (a queue taken out of service, stream time jumping a day ahead) until it has
+    data again; the windows in between give no record and cost the merger one step. Stream ==
+    reference, a crash-restarted merger included."""
+    from schemas.events import AgentState, AgentStateEvent
+    from streams.reference import recompute
+
+    horizon = 3 * 3600
+    day1 = _day(2, 9)
+    end1 = max(e.ts for _, e in day1)
+    agents = sorted({e.agent_id for f, e in day1 if f == "agents"})
+    bye = end1 + timedelta(seconds=1)
+    off = [
+        ("agents", AgentStateEvent(event_id=f"off-{a}", ts=bye, agent_id=a, state=AgentState.logged_out))
+        for a in agents
+    ]
+    queues = tuple(q for q in SimConfig().queues if q.name in ("billing", "chat"))
+    day2 = simulate(SimConfig(start=START + timedelta(hours=30), duration=timedelta(hours=2), seed=10, queues=queues))
+    day2 = [fe for fe in day2 if fe[0] != "tickets"]  # tickets of day 1 stay open; none new on day 2
+    events = [*day1, *off, *day2]
+    final = max(e.ts.timestamp() for _, e in events) + 600
+    arrivals = arrivals_from_events(events, 2, final_watermark=final)
+    params = EngineParams(grace=120)
+    merge = MergeParams(params.base, SIZES, params.thresholds, zero_fill_horizon=horizon)
+    ref_list, _ = recompute(arrivals, params, 2, SIZES, zero_fill_horizon=horizon)
+    ref = {r.key(): r for r in ref_list}
+    pipe = LocalPipeline(params, merge, 2)
+    pipe.feed(arrivals, batch=300)
+    assert differences(ref, {r.key(): r for r in pipe.records}) == []
+
+    def starts(dimension: str, value: str) -> list[int]:
+        return sorted(
+            int(r.window_start.timestamp())
+            for r in ref.values()
+            if (r.dimension, r.dimension_value) == (dimension, value)
+        )
+
+    last1 = int(bye.timestamp()) // 60 * 60  # the log-outs' window
+    day2_first = min(int(e.ts.timestamp()) for _, e in day2) // 60 * 60
+
+    def counted(r: Any) -> bool:
+        return any(getattr(r, f) for f in ("offered", "answered", "orphaned", "logged_in_seconds", "tickets_created"))
+
+    for dimension, value in (("queue", "tech"), ("queue", "sales"), ("business_type", "business")):
+        # no data on day 2: zero-filled for the horizon after the last window with data, then gone
+        last_data = max(
+            int(r.window_start.timestamp())
+            for r in ref.values()
+            if (r.dimension, r.dimension_value, r.window_size_s) == (dimension, value, 60) and counted(r)
+        )
+        assert last_data >= last1  # the log-outs, or a contact closed out as orphaned later
+        assert max(starts(dimension, value)) == last_data + horizon - 60 < day2_first
+    last_any = max(
+        int(r.window_start.timestamp())
+        for r in ref.values()
+        if r.window_size_s == 60 and r.window_start.timestamp() < day2_first and counted(r)
+    )
+    gap = [r for r in ref.values() if last_any + horizon <= r.window_start.timestamp() < day2_first - 3600]
+    assert gap == []  # most of the day between: no record at all
+    assert sum(r.offered for r in ref.values() if r.window_start.timestamp() >= day2_first) > 100  # day 2
+    zero = [
+        r for r in ref.values() if r.window_size_s == 60 and last_any < r.window_start.timestamp() < last_any + horizon
+    ]
+    assert len(zero) > 120 and not any(counted(r) for r in zero)  # silence before the horizon: zeros
+
+    class Restarting(LocalPipeline):
+        table: dict[str, object] = {}
+
+        def persist(self, merge_state: dict[str, Any]) -> None:
+            for key, value in merge_state.items():
+                if value is None:
+                    self.table.pop(key, None)
+                else:
+                    self.table[key] = value
+            fresh = type(self.merger)(self.merger.p, self.merger.expected)
+            fresh.load_state(list(self.table.items()))
+            self.merger = fresh
+
+    restarted = Restarting(params, merge, 2)
+    restarted.feed(arrivals, batch=211)
+    assert differences(ref, {r.key(): r for r in restarted.records}) == []
