@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     repeat_horizon_s: int = 86_400
     repeat_complaint_horizon_s: int = 7 * 86_400
     orphan_timeout_s: int = 7_200
+    agent_state_timeout_s: int = Field(
+        default=86_400, description="an agent state with no event this long ends there: the agent counts as logged out"
+    )
     zero_fill_horizon_s: int = Field(
         default=7 * 86_400,
         description="a dimension value is zero-filled this long after its last data, then not until it has data again",
@@ -155,6 +158,8 @@ class Settings(BaseSettings):
             raise ValueError("agent_window_sizes_s must be a subset of window_sizes_s")
         if self.orphan_timeout_s <= self.grace_s + self.window_sizes_s[0]:
             raise ValueError("orphan_timeout_s must exceed grace_s + the base window")
+        if self.agent_state_timeout_s <= self.grace_s + self.window_sizes_s[0]:
+            raise ValueError("agent_state_timeout_s must exceed grace_s + the base window")
         if self.zero_fill_horizon_s < self.window_sizes_s[-1]:
             raise ValueError("zero_fill_horizon_s must cover the longest window")
         if self.facts_retention_s < self.grace_s + 2 * self.window_sizes_s[0]:

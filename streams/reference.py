@@ -161,12 +161,15 @@ class Reference:
                     self.t.touched.add(floor_to(deadline, self.p.base))
                     self._end_contact(s, deadline)
         elif family == "agents":
+            timeout = self.p.agent_state_timeout
             for aid in sorted(state):
                 s = state[aid]
                 if s["state"] in (None, "logged_out") or s["since"] >= new:
                     continue
-                self._credit(s, max(s["since"], s["cred"] or s["since"], old), new)
+                self._credit(s, max(s["since"], s["cred"] or s["since"], old), min(new, s["since"] + timeout))
                 s["cred"] = new
+                if s["since"] + timeout <= new:  # no event for the timeout: logged out from then
+                    s["state"] = "logged_out"
 
     # -- calls ---------------------------------------------------------------------------------
     def _end_contact(self, s: dict[str, Any], ts: float) -> None:
@@ -266,7 +269,8 @@ class Reference:
         if s["since"] is not None and ts < s["since"]:
             return
         if s["state"] is not None:
-            self._credit(s, max(s["since"], s["cred"] or s["since"], closed), ts)
+            end = min(ts, s["since"] + self.p.agent_state_timeout)
+            self._credit(s, max(s["since"], s["cred"] or s["since"], closed), end)
         s.update(state=e.state.value, since=ts, cred=None, reason=e.reason)
         if e.queues:
             s["queues"] = list(e.queues)

@@ -54,6 +54,7 @@ cdef class CallsSource(Source):
 
 cdef class AgentsSource(Source):
     cdef public object levels, joined
+    cdef public list expiry
     cpdef entity_key(self, e)
     cpdef new_facts(self, e)
     cpdef _group(self, f)
@@ -70,6 +71,8 @@ cdef class AgentsSource(Source):
     cpdef apply(self, e, ts, f)
     @cython.locals(seconds=dict)
     cpdef on_close(self, old, new)
+    @cython.locals(heap=list)
+    cpdef _expire(self, old, new)
 
 cdef class TicketsSource(Source):
     cpdef entity_key(self, e)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from heapq import heappop, heappush
 from typing import Any
 
 from schemas.events import (
@@ -66,6 +67,7 @@ class EngineParams:
     thresholds: tuple[int, ...] = (20, 30)
     short_abandon: float = 5.0
     orphan_timeout: int = 7200
+    agent_state_timeout: int = 86_400
     retention: int = 86_400
     idle_timeout: float = 30.0
     pii_key: str = "callpulse-dev-key-change-me"
@@ -78,6 +80,7 @@ class EngineParams:
             thresholds=tuple(s.sl_thresholds_s),
             short_abandon=s.short_abandon_s,
             orphan_timeout=s.orphan_timeout_s,
+            agent_state_timeout=s.agent_state_timeout_s,
             retention=s.facts_retention_s,
             idle_timeout=s.idle_timeout_s,
             pii_key=s.pii_key.get_secret_value(),
@@ -625,6 +628,11 @@ class AgentsSource(Source):
         # (``joined``) are credited one by one at the next close, then join their group.
         self.levels: dict[tuple[str, str | None, tuple[str, ...]], int] = {}
         self.joined: set[str] = set()
+        # (since + agent_state_timeout, agent, since) of agents in a timed state: a state with no
+        # event for the timeout ends there, the agent logged out (a lost log-out cannot keep an
+        # agent staffed forever, nor have every later window credited one by one). A heap: the
+        # close looks at the earliest only; entries of states that changed since are skipped.
+        self.expiry: list[tuple[float, str, float]] = []
 
     def entity_key(self, e: AgentStateEvent) -> str:
         return e.agent_id
@@ -734,11 +742,13 @@ class AgentsSource(Source):
 
     def _regroup(self, boundary: int | None) -> None:
         """Rebuild the groups from the facts: agents whose state began before ``boundary``."""
-        self.levels, self.joined = {}, set()
+        self.levels, self.joined, self.expiry = {}, set(), []
+        timeout = self.p.agent_state_timeout
         for aid, f in self.facts.items():
             group = self._group(f)
             if group is None or f["since"] is None:
                 continue
+            heappush(self.expiry, (f["since"] + timeout, aid, f["since"]))
             if boundary is not None and f["since"] < boundary:
                 self.levels[group] = self.levels.get(group, 0) + 1
             else:
@@ -754,20 +764,23 @@ class AgentsSource(Source):
         if f["state"] is not None:
             group = self._group(f)  # once: crediting and leaving the group both need it
             if group is not None:
-                start = max(f["since"], f["cred"] or f["since"], self.closed or f["since"])
-                self._credit_group(group, start, ts, 1)
+                since = f["since"]
+                start = max(since, f["cred"] or since, self.closed or since)
+                self._credit_group(group, start, min(ts, since + self.p.agent_state_timeout), 1)
                 self._untrack(aid, group)
         f["state"], f["since"], f["cred"], f["reason"] = e.state._value_, ts, None, e.reason
         if e.queues:
             f["queues"] = list(e.queues)
         if f["state"] in _FIELD_BY_STATE:  # a timed state: credited alone at the next close, then grouped
             self.joined.add(aid)
+            heappush(self.expiry, (ts + self.p.agent_state_timeout, aid, ts))
 
     def on_close(self, old: int, new: int) -> None:
         """Credit every ongoing state interval up to the new boundary before windows close."""
         if self.guard_facts:
             self._on_close_replaying(old, new)
             return
+        self._expire(old, new)
         self._credit_levels(old, new)
         # the agents who changed state since the last close: their seconds are summed per window
         # and group first (in agent order), then added to the group's partials once, as the
@@ -790,18 +803,35 @@ class AgentsSource(Source):
             self.levels[group] = self.levels.get(group, 0) + 1  # type: ignore[index]
         self._credit_seconds(seconds)
 
+    def _expire(self, old: int, new: int) -> None:
+        """Agents whose state reaches the timeout by ``new``: credited up to it, then logged out."""
+        heap = self.expiry
+        while heap and heap[0][0] <= new:
+            end, aid, since = heappop(heap)
+            f = self.facts.get(aid)
+            if f is None or f["since"] != since or f["state"] not in _FIELD_BY_STATE:
+                continue  # a later state, or forgotten
+            group = self._group(f)
+            self._credit_group(group, max(since, f["cred"] or since, old), end, 1)
+            self._untrack(aid, group)
+            f["state"] = _LOGGED_OUT
+            self.dirty_facts.add(aid)
+
     def _on_close_replaying(self, old: int, new: int) -> None:
         """After a restart, agents whose facts already include later records are skipped: one
         by one, as the facts say (rare: only until the replay has caught up)."""
+        timeout = self.p.agent_state_timeout
         for aid in sorted(self.facts):
             f = self.facts[aid]
             if f["state"] in (None, _LOGGED_OUT) or f["since"] >= new:
                 continue
             if self.guard_facts.get(aid, -1) >= self.cur:
                 continue
-            start = max(f["since"], f["cred"] or f["since"], old)
-            self._credit(f, start, new)
+            since = f["since"]
+            self._credit(f, max(since, f["cred"] or since, old), min(new, since + timeout))
             f["cred"] = new
+            if since + timeout <= new:
+                f["state"] = _LOGGED_OUT
             self.dirty_facts.add(aid)
         self._regroup(new)
 

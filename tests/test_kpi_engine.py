@@ -342,17 +342,18 @@ def test_merge_stage_restarted_after_crashes_mid_persist_gives_the_same_records(
     assert not [k for k in table if k.startswith("pend|") and int(k.split("|")[1]) < merger.s.next_window]
 
 
-@pytest.mark.parametrize("seed", [7, 8])
-def test_sources_restarted_from_their_table_after_crashes_give_the_same_records(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "agent_timeout"), [(7, 86_400), (8, 86_400), (9, 900)])
+def test_sources_restarted_from_their_table_after_crashes_give_the_same_records(seed: int, agent_timeout: int) -> None:
     """Stage 1 rebuilt from its table entries, as a restarted worker does, after crashes at any
     point of the persist order (while sending the partial messages, or between or halfway
     through any group of entries) and the in-flight batch replayed from the last committed
     record: the records equal the reference's, nothing missing and nothing counted twice. This
-    exercises what only a restart reads: window chunks, the dedup logs, the replay guards."""
+    exercises what only a restart reads: window chunks, the dedup logs, the replay guards; with
+    a 15-minute agent state timeout, agents timed out all day long too."""
     partitions = 2
     events = _day(4, seed)
     arrivals = _messy(events, seed, partitions, duplicate_rate=0.1)
-    params = EngineParams(grace=120)
+    params = EngineParams(grace=120, agent_state_timeout=agent_timeout)
     ref, _, _, _ = _run(arrivals, partitions, params)
     topics = {f: f"cc.{f}" for f in FAMILIES}
     positions = _positions(arrivals, topics)
@@ -517,3 +518,33 @@ def test_zero_fill_stops_at_the_horizon_after_a_values_last_data() -> None:
     restarted = Restarting(params, merge, 2)
     restarted.feed(arrivals, batch=211)
     assert differences(ref, {r.key(): r for r in restarted.records}) == []
+
+
+def test_an_agent_state_with_no_event_for_the_timeout_ends_there() -> None:
+    """A lost log-out: the agent's state is credited for the timeout after its start, then the
+    agent counts as logged out (as the batch reference does), however far stream time jumps."""
+    from schemas.events import AgentState, AgentStateEvent
+
+    t0, t1 = START + timedelta(seconds=30), START + timedelta(minutes=90, seconds=30)
+    timeout = 2 * 3600
+    events = [
+        ("agents", AgentStateEvent(event_id="a1", ts=t0, agent_id="a-1", state=AgentState.ready, queues=["q"])),
+        ("agents", AgentStateEvent(event_id="b1", ts=t0, agent_id="b-1", state=AgentState.busy, queues=["q"])),
+        ("agents", AgentStateEvent(event_id="b2", ts=t1, agent_id="b-1", state=AgentState.ready)),
+    ]
+    final = (t0 + timedelta(days=40)).timestamp()
+    arrivals = arrivals_from_events(events, 1, final_watermark=final)
+    params = EngineParams(grace=120, agent_state_timeout=timeout)
+    merge = MergeParams(params.base, SIZES, params.thresholds, zero_fill_horizon=6 * 3600)
+    ref_list, _ = recompute(arrivals, params, 1, SIZES, zero_fill_horizon=6 * 3600)
+    ref = {r.key(): r for r in ref_list}
+    pipe = LocalPipeline(params, merge, 1)
+    pipe.feed(arrivals, batch=1)
+    assert differences(ref, {r.key(): r for r in pipe.records}) == []
+    minutes = [r for r in ref.values() if r.window_size_s == 60 and r.dimension == "all"]
+    assert sum(r.ready_seconds for r in minutes) == pytest.approx(timeout + timeout)  # a-1; b-1 ready from 90 min
+    assert sum(r.busy_seconds for r in minutes) == pytest.approx(90 * 60)
+    last_credit = max(r.window_start for r in minutes if r.logged_in_seconds)
+    assert last_credit == START + timedelta(minutes=90 + 120)  # b-1's ready state times out
+    # then zero windows for the horizon, and nothing for the 40 days after
+    assert max(r.window_start for r in minutes) == last_credit + timedelta(hours=6, minutes=-1)
