@@ -73,6 +73,7 @@ cdef class AgentsSource(Source):
     cpdef on_close(self, old, new)
     @cython.locals(heap=list)
     cpdef _expire(self, old, new)
+    cpdef _rebuild_expiry(self)
 
 cdef class TicketsSource(Source):
     cpdef entity_key(self, e)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from typing import Any
 
 from schemas.events import (
@@ -742,13 +742,12 @@ class AgentsSource(Source):
 
     def _regroup(self, boundary: int | None) -> None:
         """Rebuild the groups from the facts: agents whose state began before ``boundary``."""
-        self.levels, self.joined, self.expiry = {}, set(), []
-        timeout = self.p.agent_state_timeout
+        self.levels, self.joined = {}, set()
+        self._rebuild_expiry()
         for aid, f in self.facts.items():
             group = self._group(f)
             if group is None or f["since"] is None:
                 continue
-            heappush(self.expiry, (f["since"] + timeout, aid, f["since"]))
             if boundary is not None and f["since"] < boundary:
                 self.levels[group] = self.levels.get(group, 0) + 1
             else:
@@ -774,6 +773,8 @@ class AgentsSource(Source):
         if f["state"] in _FIELD_BY_STATE:  # a timed state: credited alone at the next close, then grouped
             self.joined.add(aid)
             heappush(self.expiry, (ts + self.p.agent_state_timeout, aid, ts))
+            if len(self.expiry) > 2 * len(self.facts) + 1024:
+                self._rebuild_expiry()  # the entries of states since changed: at most half
 
     def on_close(self, old: int, new: int) -> None:
         """Credit every ongoing state interval up to the new boundary before windows close."""
@@ -816,6 +817,18 @@ class AgentsSource(Source):
             self._untrack(aid, group)
             f["state"] = _LOGGED_OUT
             self.dirty_facts.add(aid)
+
+    def _rebuild_expiry(self) -> None:
+        """The expiry heap from the facts: one entry per agent in a timed state. Each state change
+        adds an entry and leaves the one before in the heap until it would expire, a day later:
+        rebuilt when they are the majority, so its size stays within twice the agents known."""
+        timeout = self.p.agent_state_timeout
+        self.expiry = [
+            (f["since"] + timeout, aid, f["since"])
+            for aid, f in self.facts.items()
+            if f["state"] in _FIELD_BY_STATE and f["since"] is not None
+        ]
+        heapify(self.expiry)
 
     def _on_close_replaying(self, old: int, new: int) -> None:
         """After a restart, agents whose facts already include later records are skipped: one
