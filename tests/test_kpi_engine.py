@@ -198,6 +198,27 @@ def test_live_values_match_an_independent_count() -> None:
         assert 0 < live["all\t"]["longest_wait_s"] < 3600
 
 
+class RestartingMerger(LocalPipeline):
+    """A pipeline whose merger is rebuilt from its changelog entries after every batch, as a
+    restarted worker's is."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.table: dict[str, object] = {}
+        self.finals_seen = 0  # the most final base windows the table held at once
+
+    def persist(self, merge_state: dict[str, Any]) -> None:
+        for key, value in merge_state.items():
+            if value is None:
+                self.table.pop(key, None)
+            else:
+                self.table[key] = value
+        self.finals_seen = max(self.finals_seen, sum(k.startswith("fin|") for k in self.table))
+        fresh = type(self.merger)(self.merger.p, self.merger.expected)
+        fresh.load_state(list(self.table.items()))
+        self.merger = fresh
+
+
 def test_merge_stage_restarted_from_its_table_after_every_batch_gives_the_same_records() -> None:
     """The merger's changelog entries (pending partials, final base windows, history, meta) are
     enough to continue: a merger rebuilt from them after every batch emits what one that never
@@ -211,22 +232,7 @@ def test_merge_stage_restarted_from_its_table_after_every_batch_gives_the_same_r
     params = EngineParams(grace=120)
     ref, _, _, _ = _run(arrivals, 2, params)
 
-    class Restarting(LocalPipeline):
-        table: dict[str, object] = {}
-        finals_seen = 0
-
-        def persist(self, merge_state: dict[str, Any]) -> None:
-            for key, value in merge_state.items():
-                if value is None:
-                    self.table.pop(key, None)
-                else:
-                    self.table[key] = value
-            self.finals_seen = max(self.finals_seen, sum(k.startswith("fin|") for k in self.table))
-            fresh = type(self.merger)(self.merger.p, self.merger.expected)
-            fresh.load_state(list(self.table.items()))
-            self.merger = fresh
-
-    pipe = Restarting(params, MergeParams(params.base, SIZES, params.thresholds), 2)
+    pipe = RestartingMerger(params, MergeParams(params.base, SIZES, params.thresholds), 2)
     pipe.feed(arrivals, batch=97)
     assert differences(ref, {r.key(): r for r in pipe.records}) == []
     # final base windows stay only while an hour containing them is open
@@ -502,20 +508,7 @@ def test_zero_fill_stops_at_the_horizon_after_a_values_last_data() -> None:
     ]
     assert len(zero) > 120 and not any(counted(r) for r in zero)  # silence before the horizon: zeros
 
-    class Restarting(LocalPipeline):
-        table: dict[str, object] = {}
-
-        def persist(self, merge_state: dict[str, Any]) -> None:
-            for key, value in merge_state.items():
-                if value is None:
-                    self.table.pop(key, None)
-                else:
-                    self.table[key] = value
-            fresh = type(self.merger)(self.merger.p, self.merger.expected)
-            fresh.load_state(list(self.table.items()))
-            self.merger = fresh
-
-    restarted = Restarting(params, merge, 2)
+    restarted = RestartingMerger(params, merge, 2)
     restarted.feed(arrivals, batch=211)
     assert differences(ref, {r.key(): r for r in restarted.records}) == []
 
