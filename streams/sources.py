@@ -43,6 +43,7 @@ from streams.partial import KpiPartial, wait_bucket
 from streams.windows import closed_boundary, floor_to, is_late, split_by_window
 
 ALL = "all\t"
+_DIM_CACHE_MAX = 65_536  # dimension combinations cached per source (a center: hundreds; surveys x agents more)
 
 # Per event, an enum member's value is read as ``member._value_`` (the attribute ``enum``
 # stores it in, a documented sunder name): ``member.value`` is a Python-level property, about
@@ -389,6 +390,8 @@ class Source:
         ``*pairs``: a method with a fixed signature is a direct call when compiled.)"""
         keys = self._dim_cache.get(pairs)
         if keys is None:
+            if len(self._dim_cache) >= _DIM_CACHE_MAX:  # values sent by mistake (an id as a queue)
+                self._dim_cache.clear()  # must not grow the worker without bound
             keys = self._dim_cache[pairs] = (ALL, *[dimkey(d, v) for d, v in pairs if v])
         return keys
 

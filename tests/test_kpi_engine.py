@@ -541,3 +541,15 @@ def test_an_agent_state_with_no_event_for_the_timeout_ends_there() -> None:
     assert last_credit == START + timedelta(minutes=90 + 120)  # b-1's ready state times out
     # then zero windows for the horizon, and nothing for the 40 days after
     assert max(r.window_start for r in minutes) == last_credit + timedelta(hours=6, minutes=-1)
+
+
+def test_a_sources_dimension_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Values sent by mistake (a contact id as the queue) must not grow a worker without bound:
+    the cache of dimension keys is emptied when full, and its keys stay right."""
+    import streams.sources as sources
+
+    monkeypatch.setattr(sources, "_DIM_CACHE_MAX", 100)
+    source = KpiEngine(EngineParams(), {f: f"cc.{f}" for f in FAMILIES}).source("cc.calls", 0)
+    for i in range(1000):
+        assert source.dims((("queue", f"q{i}"), ("channel", "phone"))) == ("all\t", f"queue\tq{i}", "channel\tphone")
+        assert len(source._dim_cache) <= 100
