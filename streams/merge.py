@@ -291,7 +291,7 @@ class WindowMerger:
             "closed": dict(self.s.closed),
             "next_window": self.s.next_window,
             "levels": dict(self.s.levels),  # each dimension's levels are replaced, not changed
-            "known": dict(self.s.known),
+            "last_data": dict(self.s.known),
         }
         return out
 
@@ -319,8 +319,13 @@ class WindowMerger:
                 self.s.closed = dict(value["closed"])
                 self.s.next_window = value["next_window"]
                 self.s.levels = {k: dict(v) for k, v in value["levels"].items()}
-                # earlier versions: every value ever seen, agents too, with its first window
-                self.s.known = {k: w for k, w in value["known"].items() if not k.startswith("agent\t")}
+                if "last_data" in value:
+                    self.s.known = dict(value["last_data"])
+                else:  # an earlier version's: every value ever seen, agents too, with its first
+                    # window; taken as having data in the last final window, so none stops being
+                    # zero-filled on upgrade before a horizon without data
+                    last = (value["next_window"] or 0) - self.p.base
+                    self.s.known = {k: max(w, last) for k, w in value["known"].items() if not k.startswith("agent\t")}
             elif kind == "pend":
                 w, _, source = rest.partition("|")
                 self.s.pending.setdefault(int(w), {})[source] = value

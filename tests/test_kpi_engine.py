@@ -553,3 +553,19 @@ def test_a_sources_dimension_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch
     for i in range(1000):
         assert source.dims((("queue", f"q{i}"), ("channel", "phone"))) == ("all\t", f"queue\tq{i}", "channel\tphone")
         assert len(source._dim_cache) <= 100
+
+
+def test_an_earlier_versions_merge_state_keeps_its_values_zero_filled_for_a_horizon() -> None:
+    """A merge state written before the zero-fill horizon (every value ever seen, agents too, with
+    its first window): each value counts as having had data in the last final window, so an
+    upgrade stops no value's zero windows before a horizon without data."""
+    merger = WindowMerger(MergeParams(60, SIZES, (20, 30), zero_fill_horizon=3600), {"s"})
+    meta = {"closed": {"s": 7200}, "next_window": 7200, "levels": {}, "known": {"queue\tq": 60, "agent\ta-1": 60}}
+    merger.load_state([("meta", meta)])
+    assert merger.s.known == {"queue\tq": 7140}
+    merger.on_message({"source": "s", "closed": 12_000})
+    finals = merger.finalize()
+    zero_filled = sorted(fw.start for fw in finals if (fw.size, fw.dimkey) == (60, "queue\tq"))
+    assert zero_filled == list(range(7200, 10_740, 60))  # up to the horizon after 7140
+    assert merger.s.next_window == 12_000  # the silent rest stepped over
+    assert merger.drain_state()["meta"]["last_data"] == {}
