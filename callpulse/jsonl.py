@@ -7,7 +7,6 @@ A line is an event object (its family is recognised from its fields), or
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import orjson
 from pydantic import ValidationError
 
-from schemas.codec import describe, family_of_item, parse_event_time, reason_for, unexpected
+from schemas.codec import describe, family_of_item, read_watermark, reason_for, unexpected
 from schemas.events import MODEL_BY_FAMILY, EventBase
 from schemas.records import DeadLetterReason
 
@@ -39,13 +38,9 @@ def parse_line(number: int, raw: bytes, family: str | None = None) -> Line:
     if not isinstance(item, dict):
         return Line(number, family, reason=DeadLetterReason.not_an_object, error="line is not a JSON object", raw=raw)
     if "watermark" in item and "event_id" not in item:
-        try:
-            ts = parse_event_time(str(item["watermark"]))
-        except ValueError:
-            why = f"watermark {item['watermark']!r} is not an event time (ISO 8601 or epoch seconds)"
-            return Line(number, family, reason=DeadLetterReason.wrong_type, error=why, raw=raw)
-        if not math.isfinite(ts):
-            return Line(number, family, reason=DeadLetterReason.out_of_range, error=f"watermark {ts}", raw=raw)
+        ts, reason, why = read_watermark(str(item["watermark"]))
+        if ts is None:
+            return Line(number, family, reason=reason, error=f"watermark: {why}", raw=raw)
         return Line(number, watermark=ts, raw=raw)
     if "event" in item and "topic" in item:
         family = str(item["topic"]).removeprefix("cc.")

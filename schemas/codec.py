@@ -126,13 +126,9 @@ class EventDecoder:
         if raw.strip():
             why = f"a watermark record ({WATERMARK_HEADER}: {text!r}) carries a value; send events apart"
             return None, BadInput(raw, None, DeadLetterReason.invalid_value, why)
-        try:
-            ts = parse_event_time(text)
-        except ValueError:
-            why = f"{WATERMARK_HEADER} header {text!r} is not an event time (ISO 8601 or epoch seconds)"
-            return None, BadInput(raw, None, DeadLetterReason.wrong_type, why)
-        if not math.isfinite(ts):
-            return None, BadInput(raw, None, DeadLetterReason.out_of_range, f"{WATERMARK_HEADER} header {text!r}")
+        ts, reason, why = read_watermark(text)
+        if ts is None:
+            return None, BadInput(raw, None, reason, f"{WATERMARK_HEADER} header: {why}")  # type: ignore[arg-type]
         if ts > now + self.max_future_skew_s:
             why = f"{WATERMARK_HEADER} {text!r} is more than {self.max_future_skew_s:.0f}s in the future"
             return None, BadInput(raw, None, DeadLetterReason.future_timestamp, why)
@@ -204,6 +200,18 @@ def watermark_text(headers: Any) -> str | None:
         if key == WATERMARK_HEADER:
             return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
     return None
+
+
+def read_watermark(text: str) -> tuple[float | None, DeadLetterReason | None, str]:
+    """``(event time, None, "")`` of a watermark's text, or ``(None, reason, why)`` when it is no
+    time (a Kafka header's or a JSONL line's: one rule for both)."""
+    try:
+        ts = parse_event_time(text)
+    except ValueError:
+        return None, DeadLetterReason.wrong_type, f"{text!r} is not an event time (ISO 8601 or epoch seconds)"
+    if not math.isfinite(ts):
+        return None, DeadLetterReason.out_of_range, f"{text!r} is not a finite time"
+    return ts, None, ""
 
 
 def parse_event_time(text: str) -> float:
