@@ -55,8 +55,11 @@ cdef class CallsSource(Source):
 cdef class AgentsSource(Source):
     cdef public object levels, joined
     cdef public list expiry
+    cdef public dict present
     cpdef entity_key(self, e)
     cpdef new_facts(self, e)
+    @cython.locals(counts=dict)
+    cpdef _count_present(self, state, tuple keys, delta)
     cpdef _group(self, f)
     cpdef _credit_group(self, group, start, end, n)
     cpdef _credit_levels(self, start, end)

@@ -636,6 +636,9 @@ class AgentsSource(Source):
         # agent staffed forever, nor have every later window credited one by one). A heap: the
         # close looks at the earliest only; entries of states that changed since are skipped.
         self.expiry: list[tuple[float, str, float]] = []
+        # agents now per dimension keys and state, for the live gauges: kept as states change,
+        # since a heartbeat walking every agent's facts took 120 ms of each second with 40,000 agents
+        self.present: dict[tuple[str, ...], dict[str, int]] = {}
 
     def entity_key(self, e: AgentStateEvent) -> str:
         return e.agent_id
@@ -657,15 +660,27 @@ class AgentsSource(Source):
     def live(self) -> dict[str, dict[str, float]]:
         """Agents in each state now, per dimension value (all and each queue)."""
         out: dict[str, dict[str, float]] = {}
-        for f in self.facts.values():
-            state = f["state"]
-            if state in (None, _LOGGED_OUT):
-                continue
-            for key in self._queue_dims(f["queues"]):
-                cell = out.setdefault(key, {})
-                cell[f"agents_{state}"] = cell.get(f"agents_{state}", 0) + 1
-                cell["agents_staffed"] = cell.get("agents_staffed", 0) + 1
+        for keys, counts in self.present.items():
+            for state, n in counts.items():
+                name = f"agents_{state}"
+                for key in keys:
+                    cell = out.setdefault(key, {})
+                    cell[name] = cell.get(name, 0) + n
+                    cell["agents_staffed"] = cell.get("agents_staffed", 0) + n
         return out
+
+    def _count_present(self, state: str, keys: tuple[str, ...], delta: int) -> None:
+        """``delta`` agents in ``state`` with dimension ``keys`` (counts that reach 0 are removed)."""
+        counts = self.present.get(keys)
+        if counts is None:
+            counts = self.present[keys] = {}
+        n = counts.get(state, 0) + delta
+        if n:
+            counts[state] = n
+        else:
+            del counts[state]
+            if not counts:
+                del self.present[keys]
 
     def _group(self, f: dict[str, Any]) -> tuple[str, str | None, tuple[str, ...]] | None:
         state = f["state"]
@@ -745,11 +760,14 @@ class AgentsSource(Source):
 
     def _regroup(self, boundary: int | None) -> None:
         """Rebuild the groups from the facts: agents whose state began before ``boundary``."""
-        self.levels, self.joined = {}, set()
+        self.levels, self.joined, self.present = {}, set(), {}
         self._rebuild_expiry()
         for aid, f in self.facts.items():
             group = self._group(f)
-            if group is None or f["since"] is None:
+            if group is None:
+                continue
+            self._count_present(f["state"], group[2], 1)
+            if f["since"] is None:
                 continue
             if boundary is not None and f["since"] < boundary:
                 self.levels[group] = self.levels.get(group, 0) + 1
@@ -763,6 +781,7 @@ class AgentsSource(Source):
         if f["since"] is not None and ts < f["since"]:
             return  # older than the agent's current state: counted, but time accounting stays
         aid = e.agent_id
+        keys = None  # the agent's dimension keys, when known and still its queues'
         if f["state"] is not None:
             group = self._group(f)  # once: crediting and leaving the group both need it
             if group is not None:
@@ -770,10 +789,15 @@ class AgentsSource(Source):
                 start = max(since, f["cred"] or since, self.closed or since)
                 self._credit_group(group, start, min(ts, since + self.p.agent_state_timeout), 1)
                 self._untrack(aid, group)
+                keys = group[2]
+                self._count_present(f["state"], keys, -1)
         f["state"], f["since"], f["cred"], f["reason"] = e.state._value_, ts, None, e.reason
-        if e.queues:
-            f["queues"] = list(e.queues)
+        queues = e.queues
+        if queues and queues != f["queues"]:
+            f["queues"] = list(queues)
+            keys = None
         if f["state"] in _FIELD_BY_STATE:  # a timed state: credited alone at the next close, then grouped
+            self._count_present(f["state"], keys if keys is not None else self._queue_dims(f["queues"]), 1)
             self.joined.add(aid)
             heappush(self.expiry, (ts + self.p.agent_state_timeout, aid, ts))
             if len(self.expiry) > 2 * len(self.facts) + 1024:
@@ -818,6 +842,7 @@ class AgentsSource(Source):
             group = self._group(f)
             self._credit_group(group, max(since, f["cred"] or since, old), end, 1)
             self._untrack(aid, group)
+            self._count_present(f["state"], group[2], -1)
             f["state"] = _LOGGED_OUT
             self.dirty_facts.add(aid)
 

@@ -348,6 +348,29 @@ def test_merge_stage_restarted_after_crashes_mid_persist_gives_the_same_records(
     assert not [k for k in table if k.startswith("pend|") and int(k.split("|")[1]) < merger.s.next_window]
 
 
+def _agents_now(live: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """The agent gauges of ``KpiEngine.live``."""
+    out = {key: {k: v for k, v in values.items() if k.startswith("agents_")} for key, values in live.items()}
+    return {key: values for key, values in out.items() if values}
+
+
+def _agents_by_walking_facts(engine: KpiEngine) -> dict[str, dict[str, float]]:
+    """Agents per state now, counted from every agent's facts (what the engine keeps as states
+    change, recounted independently)."""
+    out: dict[str, dict[str, float]] = {}
+    for src in engine.sources():
+        if src.family != "agents":
+            continue
+        for f in src.facts.values():
+            if f["state"] in (None, "logged_out"):
+                continue
+            for key in ["all\t", *dict.fromkeys(f"queue\t{q}" for q in f["queues"])]:
+                cell = out.setdefault(key, {})
+                cell[f"agents_{f['state']}"] = cell.get(f"agents_{f['state']}", 0) + 1
+                cell["agents_staffed"] = cell.get("agents_staffed", 0) + 1
+    return out
+
+
 @pytest.mark.parametrize(("seed", "agent_timeout"), [(7, 86_400), (8, 86_400), (9, 900)])
 def test_sources_restarted_from_their_table_after_crashes_give_the_same_records(seed: int, agent_timeout: int) -> None:
     """Stage 1 rebuilt from its table entries, as a restarted worker does, after crashes at any
@@ -381,6 +404,7 @@ def test_sources_restarted_from_their_table_after_crashes_give_the_same_records(
         for items in steps[1:]:
             apply(table, ((key, value) for (_, key), value in items))
         records.extend(final_record(fw, params.thresholds, "answered_abandoned_no_short") for fw in merger.finalize())
+        assert _agents_now(engine.live()) == _agents_by_walking_facts(engine)
         if not crashed:
             pos = committed = end
             continue
@@ -389,6 +413,7 @@ def test_sources_restarted_from_their_table_after_crashes_give_the_same_records(
         engine = KpiEngine(params, topics)
         for p in range(partitions):
             engine.restore(p, list(table.items()), 0.0)
+        assert _agents_now(engine.live()) == _agents_by_walking_facts(engine)
         pos = committed  # at least once: the in-flight batch again
     assert crashes > 30
     assert {"w", "x", "f", "d", "m"} <= kinds_restored
