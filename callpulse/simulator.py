@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from bisect import bisect_left, insort
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -119,6 +120,9 @@ class Simulator:
             f"agent-{i:03d}": sorted({names[i % len(names)], self.rng.choice(names)}) for i in range(cfg.agents)
         }
         self.free: dict[str, bool] = {}
+        # the free agents of each queue, sorted: who can answer is a lookup, not a walk over every
+        # agent per contact (a center of tens of thousands of agents then simulates in minutes)
+        self.free_in: dict[str, list[str]] = {name: [] for name in names}
         self.waiting: dict[str, list[dict[str, Any]]] = {q.name: [] for q in cfg.queues}
         self.qspec = {q.name: q for q in cfg.queues}
 
@@ -149,6 +153,19 @@ class Simulator:
         return f"cust-{n:06d}", f"+1 555 {n:03d} {n * 7 % 10000:04d}"
 
     # -- agents ----------------------------------------------------------------------------------
+    def _set_free(self, agent: str, free: bool) -> None:
+        """Mark an agent free or not, in each of its queues' sorted free lists too."""
+        if self.free.get(agent, False) == free:
+            self.free[agent] = free
+            return
+        self.free[agent] = free
+        for name in self.skills[agent]:
+            agents = self.free_in[name]
+            if free:
+                insort(agents, agent)
+            else:
+                del agents[bisect_left(agents, agent)]
+
     def _agent_state(self, agent: str, state: AgentState, t: float, reason: str | None = None) -> None:
         self._emit(
             "agents",
@@ -264,12 +281,11 @@ class Simulator:
             if best is None:
                 return
             contact, qname = best
-            agents = [a for a, free in self.free.items() if free and qname in self.skills[a]]
-            if not agents:
+            if not self.free_in[qname]:
                 # try other queues whose head has a free agent
                 progressed = False
                 for qn, line in self.waiting.items():
-                    if line and any(f and qn in self.skills[a] for a, f in self.free.items()):
+                    if line and self.free_in[qn]:
                         self._answer(line[0], qn, t)
                         progressed = True
                         break
@@ -281,14 +297,13 @@ class Simulator:
     def _answer(self, c: dict[str, Any], qname: str, t: float) -> None:
         rng = self.rng
         self.waiting[qname].remove(c)
-        agents = sorted(a for a, free in self.free.items() if free and qname in self.skills[a])
-        agent = rng.choice(agents)
+        agent = rng.choice(self.free_in[qname])
         if rng.random() < self.cfg.rona_prob:
             self._call(CallEventKind.ring_no_answer, c, t + 0.5, agent_id=agent, ring_seconds=15.0)
             t += 15.0
         c["answered"] = True
         wait = t - c["t"]
-        self.free[agent] = False
+        self._set_free(agent, False)
         self._agent_state(agent, AgentState.busy, t)
         self._call(CallEventKind.answered, c, t, agent_id=agent, wait_seconds=round(wait, 3), ring_seconds=2.0)
         spec = self.qspec[qname]
@@ -327,7 +342,7 @@ class Simulator:
                     self._agent_state(agent, AgentState.not_ready, t, reason="unplanned")
                     self._push(t + 600, "back", agent)
                     continue
-                self.free[agent] = True
+                self._set_free(agent, True)
                 self._dispatch(t)
             elif ev.kind == "back":
                 self._agent_state(ev.data, AgentState.ready, t)
@@ -335,7 +350,7 @@ class Simulator:
             elif ev.kind == "break":
                 agent = ev.data
                 if self.free.get(agent):
-                    self.free[agent] = False
+                    self._set_free(agent, False)
                     self._agent_state(agent, AgentState.not_ready, t, reason="break")
                     self._push(t + 900, "back", agent)
                 elif t + 120 < self.t1 - 900:

@@ -138,3 +138,38 @@ def spearman(x: list[float], y: list[float]) -> float:
     mx, my = sum(rx) / n, sum(ry) / n
     cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
     return cov / math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+
+
+def test_only_a_free_agent_skilled_for_the_queue_answers() -> None:
+    """Every answered contact goes to an agent who was ready (not busy, in after-call work or on a
+    break) and has the contact's queue among its skills: what the simulator's per-queue lists of
+    free agents must keep true, checked here from its output alone. A busy day with breaks and a
+    staffing drop, few agents for the load, so agents go in and out of those lists all day."""
+    cfg = SimConfig(
+        start=MONDAY + timedelta(hours=8),
+        duration=timedelta(hours=8),
+        seed=21,
+        agents=20,
+        incidents=(Incident("staffing_drop", None, MONDAY + timedelta(hours=11), MONDAY + timedelta(hours=12), 0.5),),
+    )
+    out = sorted(simulate(cfg), key=lambda fe: int(fe[1].event_id.rsplit("-", 1)[1]))  # emission order
+    last_state: dict[str, str] = {}
+    skills: dict[str, set[str]] = {}
+    busy_from: dict[str, str] = {}
+    reasons: set[str | None] = set()
+    answered = 0
+    for family, e in out:
+        if family == "agents":
+            if e.state.value == "not_ready":
+                reasons.add(e.reason)
+            if e.state.value == "busy":
+                busy_from[e.event_id] = last_state.get(e.agent_id, "none")
+            last_state[e.agent_id] = e.state.value
+            skills[e.agent_id] = set(e.queues)
+        elif family == "calls" and e.kind is CallEventKind.answered:
+            answered += 1
+            assert e.queue in skills[e.agent_id], (e.contact_id, e.agent_id)
+            assert last_state[e.agent_id] == "busy"  # the busy state is emitted with the answer
+    assert answered > 500
+    assert reasons == {"break", "unplanned"}  # agents left the lists for both reasons
+    assert set(busy_from.values()) == {"ready"}
