@@ -155,16 +155,14 @@ class Simulator:
     # -- agents ----------------------------------------------------------------------------------
     def _set_free(self, agent: str, free: bool) -> None:
         """Mark an agent free or not, in each of its queues' sorted free lists too."""
-        if self.free.get(agent, False) == free:
-            self.free[agent] = free
-            return
+        if self.free.get(agent, False) != free:
+            for name in self.skills[agent]:
+                agents = self.free_in[name]
+                if free:
+                    insort(agents, agent)
+                else:
+                    del agents[bisect_left(agents, agent)]
         self.free[agent] = free
-        for name in self.skills[agent]:
-            agents = self.free_in[name]
-            if free:
-                insort(agents, agent)
-            else:
-                del agents[bisect_left(agents, agent)]
 
     def _agent_state(self, agent: str, state: AgentState, t: float, reason: str | None = None) -> None:
         self._emit(
