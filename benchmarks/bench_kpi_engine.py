@@ -7,7 +7,8 @@ embedded broker, produces the simulated events (a mix of calls, tickets, surveys
 states), then starts one ``callpulse worker`` on the backlog and measures, from the worker's
 own Prometheus counters, events accepted per second from its first to its last processed
 record (stage 1) and end to end (until the last final KPI record is out), plus the worker's
-peak RSS. It also times the pure engine in-process (no Kafka) for
+peak RSS and the input records its consumer group had not committed by then (what a restarted
+worker would read again; Kafka's consumer lag). It also times the pure engine in-process (no Kafka) for
 reference. Figures are printed as a table.
 """
 
@@ -27,12 +28,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
+
 from callpulse.config import Settings  # noqa: E402
 from callpulse.embedded import EmbeddedBroker, free_port  # noqa: E402
 from callpulse.simulator import DEFAULT_QUEUES, QueueSpec, SimConfig, simulate  # noqa: E402
 from streams.app import tune_gc  # noqa: E402
 from streams.compiled import PURE_ENV, engine_mode  # noqa: E402
-from streams.kafka import EventProducer, ensure_topics  # noqa: E402
+from streams.consumer import fetched_ends  # noqa: E402
+from streams.kafka import EventProducer, client_kwargs, ensure_topics  # noqa: E402
 from streams.merge import MergeParams  # noqa: E402
 from streams.pipeline import LocalPipeline  # noqa: E402
 from streams.reference import arrivals_from_events  # noqa: E402
@@ -196,6 +200,27 @@ def follow_worker(
     }
 
 
+def uncommitted(settings: Settings) -> int:
+    """Input records the worker's consumer group has not committed: end offsets (exact, from a
+    fetch) minus committed offsets."""
+
+    async def run() -> int:
+        client = client_kwargs(settings)
+        consumer = AIOKafkaConsumer(group_id=settings.app_id, enable_auto_commit=False, **client)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(t, p) for t in settings.topics.inputs().values() for p in range(settings.partitions)]
+            ends = await fetched_ends(client, await consumer.end_offsets(tps))
+            left = 0
+            for tp in tps:
+                left += (ends[tp] or 0) - ((await consumer.committed(tp)) or 0)
+            return left
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
+
+
 def peak_rss_mib(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
@@ -221,11 +246,20 @@ def run_worker(evs: list, partitions: int, envelope: int, logs: Path) -> dict[st
             final = scrape(port)
             rss = peak_rss_mib(worker.proc.pid)  # type: ignore[union-attr]
             cpu = cpu_s(worker.proc.pid)  # type: ignore[union-attr]
+            left = uncommitted(settings)
         finally:
             worker.stop()
         busy = {f"{stage}_s": final[f"{stage}_s"] for stage in STAGES}
         gc_s = final["callpulse_gc_pause_seconds_sum"]
-        return {**result, **busy, "peak_rss_mib": rss, "cpu_s": cpu, "gc_s": gc_s, "produce_s": produce_s}
+        return {
+            **result,
+            **busy,
+            "peak_rss_mib": rss,
+            "cpu_s": cpu,
+            "gc_s": gc_s,
+            "produce_s": produce_s,
+            "uncommitted": left,
+        }
 
 
 def run_in_process(evs: list, partitions: int) -> dict[str, float]:
@@ -277,20 +311,23 @@ def main() -> None:
         label = "worker, one event per record" if envelope == 1 else f"worker, envelopes of {envelope}"
         rows.append((label, run_worker(evs, args.partitions, envelope, logs)))
     head = f"{'path':36} {'events':>9} {'stage 1 ev/s':>13} {'end-to-end ev/s':>16} {'KPI records':>12}"
-    print(f"\n{head} {'RSS MiB':>8} {'CPU s':>6} {'ingest s':>8} {'merge s':>7} {'GC s':>5}")
+    print(f"\n{head} {'RSS MiB':>8} {'CPU s':>6} {'ingest s':>8} {'merge s':>7} {'GC s':>5} {'uncommitted':>11}")
     for label, r in rows:
         rss = f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else "-"
         cpu = f"{r['cpu_s']:.1f}" if "cpu_s" in r else "-"
         gc_s = f"{r['gc_s']:.2f}" if "gc_s" in r else "-"
         ingest, merge = (f"{r[f'{stage}_s']:.1f}" if f"{stage}_s" in r else "-" for stage in STAGES)
+        left = f"{r['uncommitted']:.0f}" if "uncommitted" in r else "-"
         print(
             f"{label:36} {r['events']:>9.0f} {r['events_per_s']:>13.0f} {r['end_to_end_per_s']:>16.0f} "
-            f"{r['kpi_records']:>12.0f} {rss:>8} {cpu:>6} {ingest:>8} {merge:>7} {gc_s:>5}"
+            f"{r['kpi_records']:>12.0f} {rss:>8} {cpu:>6} {ingest:>8} {merge:>7} {gc_s:>5} {left:>11}"
         )
     print(
         "(CPU s: the worker process from its start, start-up and group join included; in process: the feed alone;"
         " ingest s / merge s: time in the worker's stage 1 and stage 2 batches, callpulse_batch_duration_seconds;"
-        " GC s: the worker's garbage-collector pauses, callpulse_gc_pause_seconds)"
+        " GC s: the worker's garbage-collector pauses, callpulse_gc_pause_seconds;"
+        " uncommitted: input records its group had not committed at the end, when the worker had been quiet"
+        " for 15 s: what a restart would read again)"
     )
     print(f"KPI engine: {engine_mode()} ({PURE_ENV}=1 for the sources)")
 

@@ -48,6 +48,7 @@ from bench_kpi_engine import (  # noqa: E402
     peak_rss_mib,
     produce_backlog,
     scrape,
+    uncommitted,
     worker_env,
 )
 
@@ -205,6 +206,8 @@ def latency(
                 time.sleep(0.05)
             thread.join()
             busy = (cpu_s(pid) - cpu0) / (time.perf_counter() - wall0)
+            time.sleep(6.0)  # two of faust's commit intervals (2.8 s) after the last event was accepted
+            left = uncommitted(s)
         finally:
             worker.stop()
     lat = []
@@ -231,6 +234,7 @@ def latency(
         "p50_s": lat[len(lat) // 2] if lat else None,
         "p99_s": lat[int(len(lat) * 0.99)] if lat else None,
         "max_s": lat[-1] if lat else None,
+        "uncommitted": left,
     }
 
 
@@ -341,7 +345,8 @@ def main() -> None:
                 f"(envelopes of {args.latency_envelope}, event time {args.latency_time}): "
                 + (
                     f"p50 {p50:.2f} s, p99 {p99:.2f} s, max {lat['max_s']:.2f} s, drift {lat['drift_s']:+.2f} s; "
-                    f"worker busy {lat['worker_busy']:.0%} of a core"
+                    f"worker busy {lat['worker_busy']:.0%} of a core; "
+                    f"{lat['uncommitted']:,} input records uncommitted 6 s after the last was accepted"
                     if p50 is not None
                     else "n/a"
                 )

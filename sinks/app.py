@@ -7,9 +7,11 @@ more sink processes in the group share the partitions.
 Agents, one per topic: raw events -> ``call_events`` / ``ticket_events`` / ``survey_responses``
 / ``agent_state_events``; ``cc.kpis`` -> ``kpi_window``; ``cc.warnings`` -> ``warnings``;
 ``cc.staffing`` -> ``staffing_interval``. Each takes a batch of records, turns it into rows and
-awaits ``ClickHouseSink.write``; Faust acks
-the batch (and later commits its offsets) only after that returns, i.e. after ClickHouse has
-acknowledged every row.
+awaits ``ClickHouseSink.write``; the batch is acked (and its offsets later committed) only after
+that returns, i.e. after ClickHouse has acknowledged every row. Batches come from
+``take_records``, not faust's ``take_events``: that one acks a batch also when its write failed
+or was cancelled by a stopping worker, and faust acks the messages its stream skips while the
+worker stops; either would commit offsets of rows ClickHouse never got (``streams/consumer.py``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from sinks.rows import (
     warning_row,
 )
 from streams.app import faust_settings
+from streams.consumer import CallpulseApp, take_records
+from streams.kafka import client_kwargs
 
 log = logging.getLogger("callpulse.sink")
 
@@ -142,14 +146,15 @@ def create_sink_app(settings: Settings, metrics: SinkMetrics | None = None) -> t
     conf = faust_settings(settings)
     conf["stream_buffer_maxsize"] = settings.sink_batch_records
     conf["broker_max_poll_records"] = settings.sink_batch_records
-    app = faust.App(settings.sink_app_id, **conf)
+    app = CallpulseApp(settings.sink_app_id, **conf)
+    app.configure_consumer([], settings.fetch_max_wait_ms, client_kwargs(settings))  # nothing bundled
     worker = SinkWorker(settings, app, metrics or SinkMetrics())
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     size, within = settings.sink_batch_records, settings.sink_flush_interval_s
 
     def events_agent(family: str) -> Any:
         async def sink_events(stream: faust.StreamT) -> None:
-            async for batch in stream.take_events(size, within=within):
+            async for batch in take_records(stream, size, within):
                 await worker.write_events(family, batch)
 
         return sink_events
@@ -160,17 +165,17 @@ def create_sink_app(settings: Settings, metrics: SinkMetrics | None = None) -> t
 
     @app.agent(app.topic(settings.topics.kpis, partitions=settings.partitions, **raw), name="callpulse.sink_kpis")
     async def sink_kpis(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(size, within=within):
+        async for batch in take_records(stream, size, within):
             await worker.write_kpis(batch)
 
     @app.agent(app.topic(settings.topics.warnings, partitions=1, **raw), name="callpulse.sink_warnings")
     async def sink_warnings(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(size, within=within):
+        async for batch in take_records(stream, size, within):
             await worker.write_warnings(batch)
 
     @app.agent(app.topic(settings.topics.staffing, partitions=1, **raw), name="callpulse.sink_staffing")
     async def sink_staffing(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(size, within=within):
+        async for batch in take_records(stream, size, within):
             await worker.write_staffing(batch)
 
     @app.task

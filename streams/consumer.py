@@ -11,18 +11,43 @@ it reads in bulk (the input topics and the partials topic) the consumer passes e
 run of fetched records as **one** faust message whose value is a ``RecordBundle`` of the
 original aiokafka records, each with its own offset, key, headers and bytes.
 
-Offsets stay exact: the bundle's message carries the offset of its last record, and the
-consumer registers the offsets before it as a *gap* of faust's, committed together with it once
-the bundle is acked - the mechanism faust uses for offsets taken by transaction markers and
-compaction. So the offset moves past a bundle only when the agent acks the bundle, i.e. after
-its batch is durable, and the engine still sees every record's own offset (its crash-safety
-marks, ``streams/sources.py``). The gap is registered explicitly when the bundle is delivered:
-faust infers gaps from the previous read offset, but skips that when the previous offset is 0
-(``if gap > 1 and r_offset``), so a partition whose first fetch returned just its record 0
-never committed past 1 (seen in CI: a survey partition stuck at 1 of 47).
+Offsets stay exact: the bundle's message carries the offset of its last record, and when the
+agent acks the bundle (after its batch is durable) the consumer registers the offsets before it
+as a *gap* of faust's, committed together with it - the mechanism faust uses for offsets taken
+by transaction markers and compaction. The engine still sees every record's own offset (its
+crash-safety marks, ``streams/sources.py``). Three rules of faust's are replaced for this:
+
+* A bundle's gap is registered when it is **acked, not when it is delivered**. Registered at
+  delivery, the gaps of bundles faust delivered and then dropped from its queue (a recovery or a
+  rebalance suspends the flow and clears it), read again after a seek in bundles of other
+  bounds, overlapped the new gaps and merged into one across the dropped bundles' offsets; the
+  next commits then covered records never handled (the restart test: a partition committed at
+  7134 with its state at 2831, the worker's log showing 2832 committed, then 7134 with no ack in
+  between; ``tests/test_consumer.py`` replays it). Now only handled offsets are ever counted.
+* The offsets between two bundles read one after the other that hold no record are the later
+  bundle's (``delivered``); faust infers such gaps from its read offset, but not after offset 0
+  (``if gap > 1 and r_offset``: a partition whose first fetch returned just its record 0 never
+  committed past 1, seen in CI), and after a seek it takes the offsets before a message as
+  empty when they are only unread.
+* faust's inferred gap before a message includes the message's own offset; acked, it was then
+  listed twice, and faust's commit, which takes the first run of consecutive acked offsets,
+  stopped at the duplicate: the committed offset moved one bundle per commit (2.8 s) however
+  many were handled (a catch-up of 100,000 single-event records left 44,963 uncommitted;
+  ``benchmarks/bench_kpi_engine.py``, ``docs/architecture.md``).
 
 Everything else stays faust's: agents, tables and their changelogs, consumer groups,
 rebalancing and recovery (changelog topics are never bundled).
+
+**Only handled messages are acked**: faust's pure-Python stream iterator (``NO_CYTHON``, or a
+faust built without its extension) acks a message it *skips*, whatever the stream's ack
+setting: one read once the flow is suspended (a worker stopping, a rebalance starting) or of an
+earlier consumer generation, which no agent ever sees. Its offsets, and through the bundles'
+gaps those of the records before it, were then committed unread (three bundles, the first
+handled while the flow stopped: offset 300 committed instead of 100, ``tests/test_consumer.py``);
+faust's compiled iterator does not ack them. In an app of this module (the KPI worker and the
+ClickHouse sink) a message counts as acked only when ``take_records`` acks it after its batch
+was handled; any other ack untracks the message without making its offsets committable, so
+they are read again by whoever owns the partition next.
 
 **Fetch wait**: faust creates its aiokafka consumer with ``fetch_max_wait_ms=1500`` (fixed).
 On the embedded broker a fetch that finds no new record then answers about 750 ms later even
@@ -46,28 +71,41 @@ never less than the ListOffsets answer; on Apache Kafka the two agree.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.types.tuples import ack_lock
 from intervaltree import IntervalTree
 from mode.utils.aiter import aiter
 from mode.utils.futures import notify
 
+log = logging.getLogger("callpulse.consumer")
+
 #: Records per bundle at most (a fetch may return more for one partition).
 BUNDLE_MAX = 500
 
+#: Set while ``take_records`` acks the events of a batch its caller handled: the one ack the
+#: consumer takes for a topic with acks (a context variable: faust's skip-acks run in the
+#: stream's own draining task, never inside this one).
+_acking_handled: ContextVar[bool] = ContextVar("callpulse_acking_handled", default=False)
+
 
 class RecordBundle:
-    """The records of one partition from one fetch, in offset order."""
+    """The records of one partition from one fetch, in offset order. ``gap_from``: the first
+    offset the bundle's message accounts for once acked (its first record's, or lower when
+    offsets before it hold no record, e.g. transaction markers); set as it is delivered."""
 
-    __slots__ = ("records",)
+    __slots__ = ("gap_from", "records")
 
     def __init__(self, records: Sequence[Any]) -> None:
         self.records = records
+        self.gap_from: int = records[0].offset
 
     def __len__(self) -> int:
         return len(self.records)
@@ -186,26 +224,81 @@ class BundlingConsumer(aiokafka_driver.Consumer):
     """faust's aiokafka consumer, with the app's bulk topics fetched as bundles and the app's
     fetch wait."""
 
+    #: Messages acked by faust without an agent having handled them (``ack``).
+    skipped_unhandled = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._last_delivered: dict[Any, int] = {}  # partition -> last offset delivered (``delivered``)
+
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
-        """faust's ``Consumer._add_gap`` (faust-streaming 0.15), merging through ``add_gap``."""
+        """faust's hook for the offsets between the message read before and this one (at
+        ``offset_to``), called by its drain loop as a message is delivered. For bundled topics
+        nothing: a bundle's offsets are registered when it is acked (``ack``). Otherwise the gap
+        ends *before* the message: faust's own ``Consumer._add_gap`` (0.15) puts the message's
+        offset in it too, so once acked that offset was in faust's list of acked offsets twice,
+        and its commit, which takes the first run of consecutive offsets, stopped at the
+        duplicate (with bundles: one bundle per commit, module docstring)."""
+        if tp.topic not in self.app.bundle_topics:
+            self._register_gap(tp, offset_from, offset_to)
+
+    def _register_gap(self, tp: Any, begin: int, end: int) -> None:
+        """The offsets ``[begin, end)`` are committed with the next offset acked after them (none
+        at or below the committed offset, as in faust)."""
         committed = self._committed_offset[tp]
         if committed is not None:
-            offset_from = max(offset_from, committed + 1)
-        if offset_from <= offset_to:  # intervals exclude their end
-            add_gap(self._gap[tp], offset_from, offset_to + 1)
+            begin = max(begin, committed + 1)
+        if begin < end:
+            add_gap(self._gap[tp], begin, end)
+
+    def ack(self, message: Any) -> bool:
+        """faust's ack for a message ``take_records`` acks after its batch was handled, a
+        bundle's other offsets registered with it; any other ack of a message with acks (faust's
+        for a message its stream skipped) untracks it without making its offsets committable
+        (module docstring)."""
+        if not self.app.topics.acks_enabled_for(message.topic):
+            return super().ack(message)
+        if _acking_handled.get():
+            value = message.value
+            if isinstance(value, RecordBundle):
+                self._register_gap(message.tp, value.gap_from, message.offset)
+            return super().ack(message)
+        with ack_lock:
+            if message.acked:
+                return False
+            message.acked = True  # nothing more to wait for (``wait_empty``), nothing to commit
+            self._unacked_messages.discard(message)
+            notify(self._waiting_for_ack)
+        self.skipped_unhandled += 1
+        log.info("not committing %s[%d] @%d: skipped by its stream, never handled", *message.tp, message.offset)
+        return False
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
-        """faust's messages, each bundle's inner offsets registered as a gap as it is delivered
-        (committed with the bundle's own offset once that is acked)."""
-        acks_enabled_for = self.app.topics.acks_enabled_for
+        """faust's messages, each bundle told where its offsets begin (``delivered``)."""
         async for tp, message in super().getmany(timeout):
-            value = message.value
-            if isinstance(value, RecordBundle) and len(value) > 1 and acks_enabled_for(tp.topic):
-                await self._add_gap(tp, value.records[0].offset, message.offset - 1)
+            if isinstance(message.value, RecordBundle):
+                self.delivered(tp, message.value)
             yield tp, message
+
+    def delivered(self, tp: Any, bundle: RecordBundle) -> None:
+        """A bundle accounts, once acked, also for the offsets between the offset read before it
+        and its first record, which hold no record (transaction markers, compaction, records
+        past retention), as faust's gaps do for single messages: after the bundle delivered
+        before it, or after where the assignment's seek put the partition. Not when faust's read
+        offset moved under earlier deliveries (a seek while bundles read before it are still
+        being delivered): the offsets before such a bundle are unread, not empty."""
+        read, last = self._read_offset.get(tp), self._last_delivered.get(tp)
+        if read is not None and (last is None or read == last) and read + 1 < bundle.gap_from:
+            bundle.gap_from = read + 1
+        self._last_delivered[tp] = bundle.records[-1].offset
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        for tp in revoked:
+            self._last_delivered.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
 
     async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
         records, active = await super()._wait_next_records(timeout)
@@ -308,8 +401,12 @@ async def _take_records(stream: Any, max_records: int, within: float) -> AsyncIt
                     # faust would commit offsets past records whose state never reached Kafka.
                     # Unacked, they are read again after a restart.
                     if handled:
-                        for event in batch:
-                            await stream.ack(event)
+                        token = _acking_handled.set(True)
+                        try:
+                            for event in batch:
+                                await stream.ack(event)
+                        finally:
+                            _acking_handled.reset(token)
                     notify(consuming)
                     full.clear()
                     consumed.set()
