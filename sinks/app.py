@@ -9,9 +9,10 @@ Agents, one per topic: raw events -> ``call_events`` / ``ticket_events`` / ``sur
 ``cc.staffing`` -> ``staffing_interval``. Each takes a batch of records, turns it into rows and
 awaits ``ClickHouseSink.write``; the batch is acked (and its offsets later committed) only after
 that returns, i.e. after ClickHouse has acknowledged every row. Batches come from
-``take_records``, not faust's ``take_events``: that one acks a batch also when its write failed
-or was cancelled by a stopping worker, and faust acks the messages its stream skips while the
-worker stops; either would commit offsets of rows ClickHouse never got (``streams/consumer.py``).
+``take_records``, not faust's ``take_events``, which acks a batch also when its write raised or
+was cancelled by a stopping worker; and only its acks count (faust's pure-Python stream iterator
+acks the messages it skips while the worker stops): either would commit offsets of rows
+ClickHouse never got (``streams/consumer.py``).
 """
 
 from __future__ import annotations
