@@ -217,7 +217,9 @@ def test_a_bundle_its_stream_skipped_is_never_committed(iterator: str, monkeypat
     rebalance starting), and its pure-Python iterator acks it: the two bundles behind the one
     handled were committed unread (offset 300 instead of 100). faust's compiled iterator does
     not ack them; both must leave the commit at the handled bundle."""
-    if iterator == "pure-python":  # faust's own fallback, when its extension is not built
+    if iterator == "pure-python":
+        # not a mock: faust's own pure-Python iterator, the one it runs when its extension is not
+        # built or NO_CYTHON is set (which faust reads only at import)
         monkeypatch.setattr(faust.streams, "_CStreamIterator", None)
     else:
         assert faust.streams._CStreamIterator is not None, "faust's compiled stream iterator is not installed"
