@@ -93,6 +93,9 @@ class WindowMerger:
         self._stored: set[str] = set()
         self._fresh: dict[int, dict[str, KpiPartial]] = {}  # finalized since the last drain
         self._legacy: set[str] = set()  # accumulator entries of earlier versions, to delete
+        # ``next_window`` as of the last drain (or load): the first window a restart could
+        # finalize again, its meta not yet durable
+        self._drained_upto: int | None = None
 
     # -- input ---------------------------------------------------------------------------------
     def on_message(self, msg: dict[str, Any]) -> None:
@@ -189,15 +192,21 @@ class WindowMerger:
             hkey = f"{kind}|{token}|{category}"
             self._dirty.add(f"hist|{hkey}")
             # ``seen`` is in (event time, id) order: windows finalize in order and firsts are
-            # sorted within one. So the earliest entry decides "an earlier one exists", a copy
-            # of this one can only be the last, and expiry cuts a prefix: O(1) per contact
-            # (and O(log n) to expire) even for a caller id shared by thousands of contacts.
+            # sorted within one. So the earliest entry decides "an earlier one exists", and
+            # expiry cuts a prefix: O(1) per contact (and O(log n) to expire) even for a caller
+            # id shared by thousands of contacts; ``drain_state`` keeps only the entries that can
+            # still decide (``_keep_deciding``).
             seen = self.s.history.setdefault(hkey, [])
             if seen and seen[0][0] < ts - horizon:
                 del seen[: bisect_left(seen, ts - horizon, key=lambda h: h[0])]
             repeat = bool(seen) and (seen[0][0], seen[0][1]) < (ts, entity)
-            if not seen or seen[-1] != [ts, entity]:
-                seen.append([ts, entity])
+            entry = [ts, entity]
+            if not seen or seen[-1] < entry:
+                seen.append(entry)
+            else:  # a window finalized again after a restart: its entries may be here already
+                at = bisect_left(seen, entry)
+                if at == len(seen) or seen[at] != entry:
+                    seen.insert(at, entry)
             if repeat:
                 field_name = "repeat_contacts" if kind == "contact" else "repeat_complaints"
                 for key in dims:
@@ -284,8 +293,11 @@ class WindowMerger:
                 )
             elif kind == "hist":
                 seen = self.s.history.get(rest)
+                if seen:
+                    self._keep_deciding(seen, self._drained_upto)
                 out[key] = {"seen": list(seen)} if seen else None  # a copy: ``seen`` changes in place
         self._dirty = set()
+        self._drained_upto = upto
         # copies: the table keeps the value, and these change in place before the next drain
         out["meta"] = {
             "closed": dict(self.s.closed),
@@ -294,6 +306,22 @@ class WindowMerger:
             "last_data": dict(self.s.known),
         }
         return out
+
+    @staticmethod
+    def _keep_deciding(seen: list[list[Any]], upto: int | None) -> None:
+        """Cut a customer's history to the entries that can still decide a repeat: those of
+        windows from ``upto`` on (the windows final since the last drain, which a restart before
+        this drain's meta is durable finalizes again, asking about each of them), and the latest
+        one before them. Every later question is about a contact after all of these, and "an
+        earlier one within the horizon" holds exactly when the latest earlier one is within it.
+        A history once grew by every contact of its horizon (7 days for complaints) and was
+        rewritten whole at each contact: a caller id shared by thousands of contacts (a
+        withheld or switchboard number) rewrote hundreds of kilobytes per batch."""
+        if upto is None:
+            return
+        cut = bisect_left(seen, upto, key=lambda h: h[0]) - 1
+        if cut > 0:
+            del seen[:cut]
 
     @staticmethod
     def persist_groups(drained: dict[str, Any]) -> list[dict[str, Any]]:
@@ -354,6 +382,7 @@ class WindowMerger:
                 big = floor_to(start, size)
                 if size != self.p.base and big + size > upto:
                     self._include(f"{size}|{big}", start, merged, size)
+        self._drained_upto = upto
 
 
 __all__ = ["FinalWindow", "MergeParams", "WindowMerger"]

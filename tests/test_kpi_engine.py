@@ -318,8 +318,10 @@ def test_merge_stage_restarted_after_crashes_mid_persist_gives_the_same_records(
     records: dict[str, Any] = {}
     rng = random.Random(seed)
     pos = committed = crashes = 0
+    longest = 0
     while pos < len(messages):
         end = min(pos + rng.randint(1, 40), len(messages))
+        upto = merger.s.next_window  # the first window this batch can finalize
         for msg in messages[pos:end]:
             merger.on_message(msg)
         for fw in merger.finalize():  # sent before the state is written
@@ -328,6 +330,12 @@ def test_merge_stage_restarted_after_crashes_mid_persist_gives_the_same_records(
         if merger.s.next_window is not None:
             merger.prune_history(merger.s.next_window)
         groups = merger.persist_groups(merger.drain_state())
+        # a customer's history keeps one contact of the windows final before this batch: the
+        # latest, which decides every later "earlier one within the horizon"
+        histories = [v["seen"] for g in groups for k, v in g.items() if k.startswith("hist|") and v]
+        assert all(sum(ts < upto for ts, _ in seen) <= 1 for seen in histories) if upto is not None else True
+        assert all(seen == sorted(seen) for seen in histories)
+        longest = max([longest, *(len(seen) for seen in histories)])
         # a deletion only for an entry the table holds: a pending message or a final base window
         # that came and went between two drains was never written, and needs no tombstone
         gone = [k for g in groups for k, v in g.items() if v is None and k.startswith(("pend|", "fin|"))]
@@ -343,6 +351,8 @@ def test_merge_stage_restarted_after_crashes_mid_persist_gives_the_same_records(
         merger.load_state(list(table.items()))
         pos = committed
     assert crashes > 20
+    # histories that short were cut: the day had over 100 repeat contacts in one hour
+    assert 0 < longest < 100 < max(r.repeat_contacts for k, r in ref.items() if k.startswith("3600|") and "|all|" in k)
     assert differences(ref, records) == []
     # nothing left behind for windows that are final
     assert not [k for k in table if k.startswith("pend|") and int(k.split("|")[1]) < merger.s.next_window]
