@@ -262,8 +262,7 @@ def run_worker(evs: list, partitions: int, envelope: int, logs: Path) -> dict[st
             start = consuming_since(worker)
             result = follow_worker(port, len(evs), start, pid=pid, cpu_at_start=cpu_s(pid))
             final = scrape(port)
-            rss = peak_rss_mib(worker.proc.pid)  # type: ignore[union-attr]
-            cpu = cpu_s(worker.proc.pid)  # type: ignore[union-attr]
+            rss, cpu = peak_rss_mib(pid), cpu_s(pid)
             left = uncommitted(settings)
         finally:
             worker.stop()

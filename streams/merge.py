@@ -193,20 +193,18 @@ class WindowMerger:
             self._dirty.add(f"hist|{hkey}")
             # ``seen`` is in (event time, id) order: windows finalize in order and firsts are
             # sorted within one. So the earliest entry decides "an earlier one exists", and
-            # expiry cuts a prefix: O(1) per contact (and O(log n) to expire) even for a caller
-            # id shared by thousands of contacts; ``drain_state`` keeps only the entries that can
-            # still decide (``_keep_deciding``).
+            # expiry cuts a prefix: O(log n) per contact even for a caller id shared by
+            # thousands of contacts; ``drain_state`` keeps only the entries that can still
+            # decide (``_keep_deciding``).
             seen = self.s.history.setdefault(hkey, [])
             if seen and seen[0][0] < ts - horizon:
                 del seen[: bisect_left(seen, ts - horizon, key=lambda h: h[0])]
             repeat = bool(seen) and (seen[0][0], seen[0][1]) < (ts, entity)
+            # in order, once: a window finalized again after a restart finds its entries here
             entry = [ts, entity]
-            if not seen or seen[-1] < entry:
-                seen.append(entry)
-            else:  # a window finalized again after a restart: its entries may be here already
-                at = bisect_left(seen, entry)
-                if at == len(seen) or seen[at] != entry:
-                    seen.insert(at, entry)
+            at = bisect_left(seen, entry)
+            if at == len(seen) or seen[at] != entry:
+                seen.insert(at, entry)
             if repeat:
                 field_name = "repeat_contacts" if kind == "contact" else "repeat_complaints"
                 for key in dims:
