@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import deque
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -177,16 +178,19 @@ def follow_worker(
     cpu_at_start: float | None = None,
 ) -> dict[str, float]:
     """Watch a worker's counters until it accepted ``total`` events and its final KPI records
-    stopped growing for ``quiet_s``. Two rates, both from ``start`` (``consuming_since``): stage
-    1 (until the last event accepted) and end to end (until the last final KPI record is out:
-    what a catch-up really takes; stage 2 emits in bursts, hence the quiet period). With ``pid``
+    stopped growing for ``quiet_s`` (with ``pid``: with the worker idle for as long, since one
+    merge batch of a long catch-up outlasts any quiet period). Two rates, both from ``start``
+    (``consuming_since``): stage 1 (until the last event accepted) and end to end (until the
+    last final KPI record is out: what a catch-up really takes; stage 2 emits in bursts, hence
+    the quiet period). With ``pid``
     and ``cpu_at_start`` (its CPU seconds at ``start``), also the CPU the worker spent on the
     catch-up (``catch_up_cpu_s``: from ``start`` to the scrape that saw the last record), which
     the machine's other load moves less than the wall-clock rates. Scrapes every 0.1 s: the end
     of a 100,000-event catch-up is read within a few percent."""
-    last = last_record = None
+    last = last_record = busy_at = None
     final = records = 0.0
     cpu_at_last = cpu_at_start
+    cpu_seen: deque[tuple[float, float]] = deque()  # (time, worker CPU seconds) of the last second
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         time.sleep(0.1)
@@ -201,7 +205,16 @@ def follow_worker(
             records, last_record = m["callpulse_kpi_records_total"], now
             if pid is not None:
                 cpu_at_last = cpu_s(pid)
-        if final >= total * 0.99 and last is not None and now - max(last, last_record or 0) > quiet_s:
+        if pid is not None:
+            # a merge batch of a long catch-up runs for many seconds before its records are out:
+            # quiet means no new record *and* an idle worker (under a fifth of a core)
+            cpu_seen.append((now, cpu_s(pid)))
+            while now - cpu_seen[0][0] > 1.0:
+                cpu_seen.popleft()
+            (t0, c0), (t1, c1) = cpu_seen[0], cpu_seen[-1]
+            if t1 - t0 >= 0.5 and (c1 - c0) / (t1 - t0) > 0.2:
+                busy_at = now
+        if final >= total * 0.99 and last is not None and now - max(last, last_record or 0, busy_at or 0) > quiet_s:
             break
     span = (last or start) - start
     e2e = (last_record or start) - start

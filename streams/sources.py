@@ -342,7 +342,12 @@ class Source:
             self.closed = boundary
             self.emit_until(self.emit_target())
             self.forget_ids(boundary)
+            # once an hour of this source's own stream time: a prune walks every entity's facts,
+            # and a calls source's prune stops at the surveys' position (``CallsSource.prune``),
+            # which may be hours behind in a catch-up; measured from the boundary it pruned at,
+            # every window close walked them all again
             if self._pruned_at is None or boundary - self._pruned_at >= 3600:
+                self._pruned_at = boundary
                 self.prune(boundary)
 
     def emit_target(self) -> int:
@@ -397,7 +402,6 @@ class Source:
 
     def prune(self, boundary: int) -> None:
         """Forget entities idle for the retention period, and old closed-window markers."""
-        self._pruned_at = boundary
         cutoff = boundary - self.p.retention
         for key in [k for k, f in self.facts.items() if f["last"] < cutoff and self.may_forget(f)]:
             del self.facts[key]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -604,3 +605,47 @@ def test_an_earlier_versions_merge_state_keeps_its_values_zero_filled_for_a_hori
     assert zero_filled == list(range(7200, 10_740, 60))  # up to the horizon after 7140
     assert merger.s.next_window == 12_000  # the silent rest stepped over
     assert merger.drain_state()["meta"]["last_data"] == {}
+
+
+def test_a_calls_source_hours_ahead_of_its_surveys_walks_its_facts_once_an_hour() -> None:
+    """A catch-up reads each partition in long runs, so a calls source can be hours of event time
+    ahead of the surveys source its prune waits for (the survey join reads its facts). A prune
+    walks every contact's facts: it ran at every window close then (old code: 280 walks in these
+    6 hours; stage 1 twice as slow in the worker), and must run once an hour of the source's own
+    stream time, keep what the join may read, and forget idle contacts once the surveys move."""
+    from streams.sources import CallsSource
+
+    walks: list[int] = []  # the source's own boundary at each prune
+
+    class Counting(CallsSource):
+        def prune(self, boundary: int) -> None:
+            walks.append(boundary)
+            super().prune(boundary)
+
+    params = EngineParams(retention=3600)
+    engine = KpiEngine(params, {f: f"cc.{f}" for f in FAMILIES})
+    engine.source("cc.calls", 0)  # the shard's four sources
+    shard = engine.shards[0]
+    calls = shard["calls"] = Counting("cc.calls", 0, params, shard)
+    events = _day(6, 21)
+    survey = next(e for f, e in events if f == "surveys")
+    engine.record("cc.surveys", 0, 0, [survey])  # the surveys source stays there
+    contacts = [e for f, e in events if f == "calls"]
+    for offset, e in enumerate(contacts):
+        engine.record("cc.calls", 0, offset, [e])
+    assert calls.closed - survey.ts.timestamp() > 5 * 3600
+    assert 5 <= len(walks) <= 7
+    assert all(later - earlier >= 3600 for earlier, later in itertools.pairwise(walks))
+    assert set(calls.facts) == {e.contact_id for e in contacts}  # what the join may read is kept
+    later = START + timedelta(hours=12)
+    engine.watermark("cc.surveys", 0, 1, (later + timedelta(hours=3)).timestamp())  # the surveys move on
+    offset = len(contacts)
+    for i, (family, e) in enumerate(_day(2, 22)):
+        if family == "calls":
+            moved = e.model_copy(update={"ts": later + (e.ts - START), "contact_id": f"next-{i}"})
+            engine.record("cc.calls", 0, offset, [moved])
+            engine.settle()  # after each batch: the surveys emit up to the calls' position
+            offset += 1
+    cutoff = walks[-1] - params.retention
+    assert cutoff > max(e.ts.timestamp() for e in contacts) + params.orphan_timeout
+    assert all(k.startswith("next-") for k in calls.facts)  # the first day's contacts are gone
