@@ -182,11 +182,11 @@ def follow_worker(
     merge batch of a long catch-up outlasts any quiet period). Two rates, both from ``start``
     (``consuming_since``): stage 1 (until the last event accepted) and end to end (until the
     last final KPI record is out: what a catch-up really takes; stage 2 emits in bursts, hence
-    the quiet period). With ``pid``
-    and ``cpu_at_start`` (its CPU seconds at ``start``), also the CPU the worker spent on the
-    catch-up (``catch_up_cpu_s``: from ``start`` to the scrape that saw the last record), which
-    the machine's other load moves less than the wall-clock rates. Scrapes every 0.1 s: the end
-    of a 100,000-event catch-up is read within a few percent."""
+    the quiet period). With ``pid`` and ``cpu_at_start`` (its CPU seconds at ``start``), also
+    the CPU the worker spent on the catch-up (``catch_up_cpu_s``: from ``start`` to the scrape
+    that saw the last record), which the machine's other load moves less than the wall-clock
+    rates. Scrapes every 0.1 s: the end of a 100,000-event catch-up is read within a few
+    percent."""
     last = last_record = busy_at = None
     final = records = 0.0
     cpu_at_last = cpu_at_start
