@@ -199,16 +199,17 @@ def follow_worker(
         except OSError:
             continue
         now = time.perf_counter()
+        cpu = cpu_s(pid) if pid is not None else None  # once per scrape, for both uses below
         if m["accepted"] > final:
             final, last = m["accepted"], now
         if m["callpulse_kpi_records_total"] > records:
             records, last_record = m["callpulse_kpi_records_total"], now
-            if pid is not None:
-                cpu_at_last = cpu_s(pid)
-        if pid is not None:
+            if cpu is not None:
+                cpu_at_last = cpu
+        if cpu is not None:
             # a merge batch of a long catch-up runs for many seconds before its records are out:
             # quiet means no new record *and* an idle worker (under a fifth of a core)
-            cpu_seen.append((now, cpu_s(pid)))
+            cpu_seen.append((now, cpu))
             while now - cpu_seen[0][0] > 1.0:
                 cpu_seen.popleft()
             (t0, c0), (t1, c1) = cpu_seen[0], cpu_seen[-1]
