@@ -382,40 +382,47 @@ class KpiWorker:
     async def merge_batch(self, events: Sequence[faust.types.EventT]) -> None:
         async with self.lock:
             started = time.perf_counter()
-            if not self.merger_loaded:
-                items = list(self.merge_state.data.items())
-                self.merger = self._new_merger()
-                self.merger.load_state([(k, v) for k, v in items if not EarlyWarningDetector.owns(k)])
-                self.detector = self._new_detector()
-                self.detector.load_state([(k, v) for k, v in items if EarlyWarningDetector.owns(k)])
-                self.merger_loaded = True
-            for ev in events:
-                for rec in records_of(ev.message):
-                    for m in messages_of(rec.value):
-                        self.merger.on_message(m)
-            finals = self.merger.finalize()
-            variant = self.settings.sl_default_variant
-            records = [final_record(fw, self.thresholds, variant) for fw in finals]
-            add, kpis = self._output().add, self.settings.topics.kpis
-            for rec in records:
-                await add(kpis, rec.key().encode(), rec.to_json())
-            for size, n in Counter(rec.window_size_s for rec in records).items():
-                self.metrics.kpi_records.labels(str(size)).inc(n)
-            for w in self.detector.observe(records):
-                await self._send(self.settings.topics.warnings, w.warning_id.encode(), w.model_dump_json().encode())
-                self.metrics.warning_changes.labels(w.rule, w.change).inc()
-            for st in self.detector.drain_staffing():
-                await self._send(self.settings.topics.staffing, st.key().encode(), st.model_dump_json().encode())
-            await self._flush()
-            if records:
-                self._publish_kpis(records)
-            if self.merger.s.next_window is not None:
-                self.merger.prune_history(self.merger.s.next_window)
-            groups = WindowMerger.persist_groups(self.merger.drain_state())
-            groups[0].update(self.detector.drain_state())  # before the meta, deletions included
-            await self._write_in_order(self.merge_state, [{(0, k): v for k, v in g.items()} for g in groups])
+            await self._merge(events)
+            # after ``_merge`` has returned: the batch's KPI records and final windows (tens of
+            # thousands in a catch-up) are freed, and the young collection does not walk them
             self.gc.after_batch()
             self.metrics.batch_seconds.labels("merge").observe(time.perf_counter() - started)
+
+    async def _merge(self, events: Sequence[faust.types.EventT]) -> None:
+        """Stage 2's work on a batch of partial records: final windows, records, warnings,
+        staffing intervals, then the merge state in dependency order."""
+        if not self.merger_loaded:
+            items = list(self.merge_state.data.items())
+            self.merger = self._new_merger()
+            self.merger.load_state([(k, v) for k, v in items if not EarlyWarningDetector.owns(k)])
+            self.detector = self._new_detector()
+            self.detector.load_state([(k, v) for k, v in items if EarlyWarningDetector.owns(k)])
+            self.merger_loaded = True
+        for ev in events:
+            for rec in records_of(ev.message):
+                for m in messages_of(rec.value):
+                    self.merger.on_message(m)
+        finals = self.merger.finalize()
+        variant = self.settings.sl_default_variant
+        records = [final_record(fw, self.thresholds, variant) for fw in finals]
+        add, kpis = self._output().add, self.settings.topics.kpis
+        for rec in records:
+            await add(kpis, rec.key().encode(), rec.to_json())
+        for size, n in Counter(rec.window_size_s for rec in records).items():
+            self.metrics.kpi_records.labels(str(size)).inc(n)
+        for w in self.detector.observe(records):
+            await self._send(self.settings.topics.warnings, w.warning_id.encode(), w.model_dump_json().encode())
+            self.metrics.warning_changes.labels(w.rule, w.change).inc()
+        for st in self.detector.drain_staffing():
+            await self._send(self.settings.topics.staffing, st.key().encode(), st.model_dump_json().encode())
+        await self._flush()
+        if records:
+            self._publish_kpis(records)
+        if self.merger.s.next_window is not None:
+            self.merger.prune_history(self.merger.s.next_window)
+        groups = WindowMerger.persist_groups(self.merger.drain_state())
+        groups[0].update(self.detector.drain_state())  # before the meta, deletions included
+        await self._write_in_order(self.merge_state, [{(0, k): v for k, v in g.items()} for g in groups])
 
 
 def tune_gc(settings: Settings) -> None:
