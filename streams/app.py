@@ -28,7 +28,7 @@ import gc
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -163,20 +163,37 @@ class KpiWorker:
         upto_json = orjson.dumps(upto).decode()
         log.info("partition %d: restored %d state entries; applied up to offsets %s", partition, n, upto_json)
 
-    # -- stage 1 -------------------------------------------------------------------------------
-    async def process_batch(self, events: Sequence[faust.types.EventT]) -> None:
+    async def _batch(
+        self,
+        stage: str,
+        work: Callable[[Sequence[faust.types.EventT]], Awaitable[None]],
+        events: Sequence[faust.types.EventT],
+    ) -> None:
+        """Run one stage's batch under the worker's lock, timed, then collect garbage. The
+        collection comes after ``work`` has returned: the batch's own objects (a merge batch's
+        KPI records, tens of thousands in a catch-up) are freed by then, and it walks only the
+        state that stays."""
         async with self.lock:
             started = time.perf_counter()
-            now = time.time()
-            dead: list[Letter] = []
-            tally: Counter[tuple[str, str]] = Counter()  # (topic, outcome) -> events this batch
-            for ev in events:
-                self._ingest(records_of(ev.message), now, dead, tally)
-            self._count(tally)
-            self.engine.settle()
-            await self._persist(dead, now)
+            await work(events)
             self.gc.after_batch()
-            self.metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
+            self.metrics.batch_seconds.labels(stage).observe(time.perf_counter() - started)
+
+    # -- stage 1 -------------------------------------------------------------------------------
+    async def process_batch(self, events: Sequence[faust.types.EventT]) -> None:
+        await self._batch("ingest", self._ingest_batch, events)
+
+    async def _ingest_batch(self, events: Sequence[faust.types.EventT]) -> None:
+        """Stage 1's work on a batch of input records: decode, validate, per-partition KPI
+        state, then its effects durable in dependency order."""
+        now = time.time()
+        dead: list[Letter] = []
+        tally: Counter[tuple[str, str]] = Counter()  # (topic, outcome) -> events this batch
+        for ev in events:
+            self._ingest(records_of(ev.message), now, dead, tally)
+        self._count(tally)
+        self.engine.settle()
+        await self._persist(dead, now)
 
     def _ingest(self, records: Sequence[Any], now: float, dead: list[Letter], tally: Counter[tuple[str, str]]) -> None:
         """Feed one partition's run of records (a bundle, or one message) to its source."""
@@ -380,13 +397,7 @@ class KpiWorker:
 
     # -- stage 2 -------------------------------------------------------------------------------
     async def merge_batch(self, events: Sequence[faust.types.EventT]) -> None:
-        async with self.lock:
-            started = time.perf_counter()
-            await self._merge(events)
-            # after ``_merge`` has returned: the batch's KPI records and final windows (tens of
-            # thousands in a catch-up) are freed, and the young collection does not walk them
-            self.gc.after_batch()
-            self.metrics.batch_seconds.labels("merge").observe(time.perf_counter() - started)
+        await self._batch("merge", self._merge, events)
 
     async def _merge(self, events: Sequence[faust.types.EventT]) -> None:
         """Stage 2's work on a batch of partial records: final windows, records, warnings,
