@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.partial import KpiPartial
-from streams.sources import split_dimkey
+from streams.sources import CELL_SEP, split_cell, split_dimkey
 from streams.windows import floor_to
 
 
@@ -142,7 +142,7 @@ class WindowMerger:
     def _finalize_one(self, start: int) -> list[FinalWindow]:
         msgs = self.s.pending.pop(start, {})
         self._dirty.update(f"pend|{start}|{source}" for source in msgs)
-        merged: dict[str, KpiPartial] = {}
+        merged: dict[str, KpiPartial] = {}  # by the key sent: a dimension, or a cell of several
         firsts: list[list[Any]] = []
         for source in sorted(msgs):
             msg = msgs[source]
@@ -153,6 +153,7 @@ class WindowMerger:
                 else:
                     part.merge_state(data)
             firsts.extend(msg.get("firsts", []))
+        merged = _by_dimension(merged)
         # Silence is data, for a while: a value is zero-filled in every window up to the horizon
         # after its last data, then forgotten (a queue taken out of service, a value sent by
         # mistake) until it has data again. Agents are never zero-filled.
@@ -381,6 +382,24 @@ class WindowMerger:
                 if size != self.p.base and big + size > upto:
                     self._include(f"{size}|{big}", start, merged, size)
         self._drained_upto = upto
+
+
+def _by_dimension(merged: dict[str, KpiPartial]) -> dict[str, KpiPartial]:
+    """A window's partials added up over the sources, with each cell (the partial of several
+    dimensions at once, ``streams.sources.cellkey``) added into each of its dimensions, in cell
+    order: once per window and cell, where a source adding into each dimension did it per event."""
+    cells = sorted([key for key in merged if CELL_SEP in key])
+    for key in cells:
+        part = merged.pop(key)
+        dims = split_cell(key)
+        last = len(dims) - 1
+        for i, dim in enumerate(dims):
+            mine = merged.get(dim)
+            if mine is None:
+                merged[dim] = part if i == last else part.copy()  # the cell's own, at its last use
+            else:
+                mine.merge(part)
+    return merged
 
 
 __all__ = ["FinalWindow", "MergeParams", "WindowMerger"]

@@ -11,7 +11,6 @@ cdef class OpenWindow:
     cdef public set touched
     cdef public object chunks, saved_firsts, saved_pending
     cpdef part(self, key, n)
-    cpdef parts_of(self, keys, n)
 
 cdef class Outcome:
     cdef public object accepted, duplicates, skipped, late
@@ -33,6 +32,7 @@ cdef class Source:
     @cython.locals(w=OpenWindow)
     cpdef window(self, ts)
     cpdef dims(self, tuple pairs)
+    cpdef cell(self, tuple pairs)
     cpdef forget_ids(self, boundary)
     cpdef entity_key(self, e)
     cpdef new_facts(self, e)
@@ -46,7 +46,7 @@ cdef class CallsSource(Source):
     cpdef new_facts(self, e)
     @cython.locals(w=OpenWindow)
     cpdef _level(self, f, level, ts, delta)
-    cpdef _event_dims(self, e)
+    cpdef _event_cell(self, e)
     @cython.locals(w=OpenWindow)
     cpdef apply(self, e, ts, f)
     cpdef _terminate(self, f, contact_id, ts)
@@ -81,7 +81,7 @@ cdef class AgentsSource(Source):
 cdef class TicketsSource(Source):
     cpdef entity_key(self, e)
     cpdef new_facts(self, e)
-    cpdef _event_dims(self, e)
+    cpdef _event_cell(self, e)
     cpdef _backlog(self, f, OpenWindow w, ts, delta)
     @cython.locals(w=OpenWindow)
     cpdef apply(self, e, ts, f)

@@ -59,6 +59,23 @@ def split_dimkey(key: str) -> tuple[str, str]:
     return dimension, value
 
 
+#: Joins the dimension keys of a *cell*: the partial an event's every dimension shares. A call
+#: belongs to ``all``, its queue, channel and business type; stage 1 keeps one partial for that
+#: combination instead of four, and stage 2 adds each cell into its dimensions (``split_cell``)
+#: once per window, after adding up the sources. (Names cannot hold a newline: ``schemas.events``.)
+CELL_SEP = "\n"
+
+
+def cellkey(keys: tuple[str, ...] | list[str]) -> str:
+    """The cell of dimension ``keys`` (a single key is its own cell)."""
+    return keys[0] if len(keys) == 1 else CELL_SEP.join(keys)
+
+
+def split_cell(key: str) -> list[str]:
+    """The dimension keys of a cell (of a plain dimension key: itself)."""
+    return key.split(CELL_SEP)
+
+
 @dataclass(frozen=True)
 class EngineParams:
     """The settings the pure engine needs (see ``callpulse.config.Settings``)."""
@@ -145,18 +162,6 @@ class OpenWindow:
         if p is None:
             p = self.parts[key] = KpiPartial(n)
         return p
-
-    def parts_of(self, keys: tuple[str, ...], n: int) -> list[KpiPartial]:
-        """``part`` for several keys (an event updates every dimension it belongs to)."""
-        self.touched.update(keys)
-        parts = self.parts
-        out = []
-        for key in keys:
-            p = parts.get(key)
-            if p is None:
-                p = parts[key] = KpiPartial(n)
-            out.append(p)
-        return out
 
     def to_state(self) -> dict[str, Any]:
         saved = self.saved_parts
@@ -390,15 +395,20 @@ class Source:
         return w
 
     def dims(self, pairs: tuple[tuple[str, str | None], ...]) -> tuple[str, ...]:
-        """``all`` plus a key per (dimension, value) with a value; cached, since a source sees
-        few distinct combinations and builds them for every event. (One tuple argument, not
-        ``*pairs``: a method with a fixed signature is a direct call when compiled.)"""
-        keys = self._dim_cache.get(pairs)
-        if keys is None:
+        """``all`` plus a key per (dimension, value) with a value."""
+        return self.cell(pairs)[0]
+
+    def cell(self, pairs: tuple[tuple[str, str | None], ...]) -> tuple[tuple[str, ...], str]:
+        """``dims(pairs)`` and their cell key; cached, since a source sees few distinct
+        combinations and builds them for every event. (One tuple argument, not ``*pairs``: a
+        method with a fixed signature is a direct call when compiled.)"""
+        found = self._dim_cache.get(pairs)
+        if found is None:
             if len(self._dim_cache) >= _DIM_CACHE_MAX:  # values sent by mistake (an id as a queue)
                 self._dim_cache.clear()  # must not grow the worker without bound
-            keys = self._dim_cache[pairs] = (ALL, *[dimkey(d, v) for d, v in pairs if v])
-        return keys
+            keys = (ALL, *[dimkey(d, v) for d, v in pairs if v])
+            found = self._dim_cache[pairs] = (keys, cellkey(keys))
+        return found
 
     def prune(self, boundary: int) -> None:
         """Forget entities idle for the retention period, and old closed-window markers."""
@@ -467,7 +477,7 @@ class CallsSource(Source):
         return {
             "seen": {},
             "last": e.ts.timestamp(),
-            "dims": list(self._event_dims(e)),
+            "dims": list(self._event_cell(e)[0]),
             "open": False,
             "waiting": False,
             "term": False,
@@ -510,25 +520,22 @@ class CallsSource(Source):
         w = self.window(ts)
         if w is None:
             return
-        second = int(ts) - w.start
-        for key in f["dims"]:
-            w.part(key, self.n).add_level(level, second, delta)
+        w.part(cellkey(f["dims"]), self.n).add_level(level, int(ts) - w.start, delta)
 
-    def _event_dims(self, e: CallEvent) -> tuple[str, ...]:
-        return self.dims((("queue", e.queue), ("channel", e.channel._value_), ("business_type", e.business_type)))
+    def _event_cell(self, e: CallEvent) -> tuple[tuple[str, ...], str]:
+        return self.cell((("queue", e.queue), ("channel", e.channel._value_), ("business_type", e.business_type)))
 
     def apply(self, e: CallEvent, ts: float, f: dict[str, Any]) -> None:
         kind = e.kind
         w = self.window(ts)
-        dims = self._event_dims(e)
-        parts = w.parts_of(dims, self.n) if w is not None else []
+        dims, cell = self._event_cell(e)
+        p = w.part(cell, self.n) if w is not None else None
         if kind is CallEventKind.offered:
-            for p in parts:
+            if p is not None:
                 p.offered += 1
-            if e.customer_id and w is not None:
-                for p in parts:
+                if e.customer_id:
                     p.offered_identified += 1
-                w.firsts.append(["contact", self.pseudo.token(e.customer_id), ts, e.contact_id, "", list(dims)])
+                    w.firsts.append(["contact", self.pseudo.token(e.customer_id), ts, e.contact_id, "", list(dims)])
             if not f["open"] and not f["term"]:
                 f["open"] = f["waiting"] = True
                 f["enq"] = ts
@@ -537,7 +544,7 @@ class CallsSource(Source):
                 self._level(f, "waiting", ts, +1)
         elif kind is CallEventKind.answered:
             wait = e.wait_seconds or 0.0
-            for p in parts:
+            if p is not None:
                 p.answered += 1
                 p.answered_wait_sum += wait
                 p.add_wait(wait)
@@ -550,37 +557,31 @@ class CallsSource(Source):
                 self._level(f, "waiting", ts, -1)
         elif kind is CallEventKind.abandoned:
             wait = e.wait_seconds or 0.0
-            short = wait <= self.p.short_abandon
-            for p in parts:
+            if p is not None:
                 p.abandoned += 1
                 p.abandoned_wait_sum += wait
                 p.add_wait(wait)
-                if short:
+                if wait <= self.p.short_abandon:
                     p.short_abandoned += 1
                 for i, t in enumerate(self.p.thresholds):
                     if wait <= t:
                         p.abandoned_within[i] += 1
             self._terminate(f, e.contact_id, ts)
         elif kind is CallEventKind.ended:
-            talk, hold, acw = e.talk_seconds or 0.0, e.hold_seconds or 0.0, e.acw_seconds or 0.0
-            if w is not None and e.agent_id:
-                parts.append(w.part(dimkey("agent", e.agent_id), self.n))
-            for p in parts:
-                p.handled += 1
-                p.talk_sum += talk
-                p.hold_sum += hold
-                p.acw_sum += acw
-                p.held += hold > 0
-                p.with_acw += acw > 0
+            if p is not None:
+                talk, hold, acw = e.talk_seconds or 0.0, e.hold_seconds or 0.0, e.acw_seconds or 0.0
+                _handled(p, talk, hold, acw)
+                if e.agent_id:
+                    _handled(w.part(dimkey("agent", e.agent_id), self.n), talk, hold, acw)
             self._terminate(f, e.contact_id, ts)
+        elif p is None:
+            return  # a transfer or a ring-no-answer in a window done (a replay): nothing to count
         elif kind is CallEventKind.transferred:
-            for p in parts:
-                p.transferred += 1
+            p.transferred += 1
         elif kind is CallEventKind.ring_no_answer:
-            if w is not None and e.agent_id:
-                parts.append(w.part(dimkey("agent", e.agent_id), self.n))
-            for p in parts:
-                p.rona += 1
+            p.rona += 1
+            if e.agent_id:
+                w.part(dimkey("agent", e.agent_id), self.n).rona += 1
 
     def _terminate(self, f: dict[str, Any], contact_id: str, ts: float) -> None:
         f["term"] = True
@@ -604,11 +605,20 @@ class CallsSource(Source):
                 continue
             w = self.window(deadline)
             if w is not None:
-                for key in f["dims"]:
-                    w.part(key, self.n).orphaned += 1
+                w.part(cellkey(f["dims"]), self.n).orphaned += 1
             f["orphan"] = True
             self._terminate(f, cid, deadline)
             self.dirty_facts.add(cid)
+
+
+def _handled(p: KpiPartial, talk: float, hold: float, acw: float) -> None:
+    """A handled contact's times (its cell's partial, and its agent's)."""
+    p.handled += 1
+    p.talk_sum += talk
+    p.hold_sum += hold
+    p.acw_sum += acw
+    p.held += hold > 0
+    p.with_acw += acw > 0
 
 
 AGENT_STATE_FIELD = {
@@ -895,45 +905,42 @@ class TicketsSource(Source):
             "last": e.ts.timestamp(),
             "open": False,
             "fr": False,
-            "dims": list(self._event_dims(e)),
+            "dims": list(self._event_cell(e)[0]),
         }
 
-    def _event_dims(self, e: TicketEvent) -> tuple[str, ...]:
-        return self.dims((("queue", e.team), ("channel", e.channel._value_), ("business_type", e.business_type)))
+    def _event_cell(self, e: TicketEvent) -> tuple[tuple[str, ...], str]:
+        return self.cell((("queue", e.team), ("channel", e.channel._value_), ("business_type", e.business_type)))
 
     def may_forget(self, f: dict[str, Any]) -> bool:
         return not f["open"]
 
     def _backlog(self, f: dict[str, Any], w: OpenWindow | None, ts: float, delta: int) -> None:
         if w is not None:
-            for key in f["dims"]:
-                w.part(key, self.n).add_level("backlog", int(ts) - w.start, delta)
+            w.part(cellkey(f["dims"]), self.n).add_level("backlog", int(ts) - w.start, delta)
 
     def apply(self, e: TicketEvent, ts: float, f: dict[str, Any]) -> None:
         w = self.window(ts)
-        dims = self._event_dims(e)
-        parts = w.parts_of(dims, self.n) if w is not None else []
+        dims, cell = self._event_cell(e)
+        p = w.part(cell, self.n) if w is not None else None
         kind = e.kind
         if kind is TicketEventKind.created:
-            for p in parts:
+            if p is not None:
                 p.tickets_created += 1
-            if e.customer_id and w is not None:
-                w.firsts.append(["ticket", self.pseudo.token(e.customer_id), ts, e.ticket_id, e.category, dims])
+                if e.customer_id:
+                    w.firsts.append(["ticket", self.pseudo.token(e.customer_id), ts, e.ticket_id, e.category, dims])
             if not f["open"]:
                 f["open"] = True
                 self._backlog(f, w, ts, +1)
         elif kind is TicketEventKind.first_response:
             if not f["fr"]:
                 f["fr"] = True
-                age = ts - e.created_at.timestamp()
-                for p in parts:
+                if p is not None:
                     p.tickets_first_responses += 1
-                    p.add_sketch("frt", age)
+                    p.add_sketch("frt", ts - e.created_at.timestamp())
         elif kind is TicketEventKind.resolved:
-            age = ts - e.created_at.timestamp()
-            for p in parts:
+            if p is not None:
                 p.tickets_resolved += 1
-                p.add_sketch("resolution", age)
+                p.add_sketch("resolution", ts - e.created_at.timestamp())
                 if e.sla_due is not None:
                     p.sla_evaluated += 1
                     p.sla_breached += e.ts > e.sla_due
@@ -941,13 +948,13 @@ class TicketsSource(Source):
                 f["open"] = False
                 self._backlog(f, w, ts, -1)
         elif kind is TicketEventKind.reopened:
-            for p in parts:
+            if p is not None:
                 p.tickets_reopened += 1
             if not f["open"]:
                 f["open"] = True
                 self._backlog(f, w, ts, +1)
         elif kind is TicketEventKind.closed:
-            for p in parts:
+            if p is not None:
                 p.tickets_closed += 1
             if f["open"]:
                 f["open"] = False
@@ -973,7 +980,7 @@ class SurveysSource(Source):
         w = self.window(ts)
         if w is None:
             return
-        dims = self.dims(
+        dims, cell = self.cell(
             (
                 ("queue", e.queue),
                 ("channel", e.channel._value_ if e.channel else None),
@@ -981,20 +988,19 @@ class SurveysSource(Source):
                 ("agent", e.agent_id),
             )
         )
-        for key in dims:
-            p = w.part(key, self.n)
-            p.survey_responses += 1
-            if e.csat is not None:
-                p.csat_n += 1
-                p.csat_sum += e.csat
-                p.csat_top2 += e.csat >= 4
-            if e.nps is not None:
-                p.nps_n += 1
-                p.promoters += e.nps >= 9
-                p.detractors += e.nps <= 6
-            if e.ces is not None:
-                p.ces_n += 1
-                p.ces_sum += e.ces
+        p = w.part(cell, self.n)
+        p.survey_responses += 1
+        if e.csat is not None:
+            p.csat_n += 1
+            p.csat_sum += e.csat
+            p.csat_top2 += e.csat >= 4
+        if e.nps is not None:
+            p.nps_n += 1
+            p.promoters += e.nps >= 9
+            p.detractors += e.nps <= 6
+        if e.ces is not None:
+            p.ces_n += 1
+            p.ces_sum += e.ces
         if e.csat is not None:
             w.pending.append([e.contact_id, e.csat, dims])
 
@@ -1021,9 +1027,7 @@ class SurveysSource(Source):
                 cf = calls.facts.get(contact_id)
                 if cf is not None and cf["ans_ts"] is not None and cf["ans_ts"] < end:
                     wait = cf["wait"]
-            bucket = wait_bucket(wait)
-            for key in dims:
-                w.part(key, self.n).add_csat_wait(bucket, csat)
+            w.part(cellkey(dims), self.n).add_csat_wait(wait_bucket(wait), csat)
         w.pending = []
 
 
