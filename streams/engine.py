@@ -258,5 +258,6 @@ class KpiEngine:
             for start, numbered in chunks.items():  # chunks of closed windows, or never counted
                 w = src.windows.get(start)
                 src.gone_chunks.update(f"{start}:{i}" for i in numbered if w is None or i >= w.chunks)
+            src.index_facts()
             src.loaded()
         return count

@@ -22,7 +22,7 @@ cdef class Source:
     cdef public object gone_logs, meta_dirty, pseudo, st_at_arrival
     cdef public dict windows, markers, facts, guard_windows, guard_facts, _dim_cache
     cdef public set dirty_windows, dirty_facts, stored_windows
-    cdef public list new_ids, messages
+    cdef public list new_ids, messages, by_last
     @cython.locals(f=dict, seen=dict, out=Outcome)
     cpdef record(self, offset, events, now=*)
     cpdef _advance(self, ts)
@@ -33,6 +33,9 @@ cdef class Source:
     cpdef window(self, ts)
     cpdef dims(self, tuple pairs)
     cpdef cell(self, tuple pairs)
+    @cython.locals(heap=list, keep=list, f=dict)
+    cpdef prune(self, boundary)
+    cpdef index_facts(self)
     cpdef forget_ids(self, boundary)
     cpdef entity_key(self, e)
     cpdef new_facts(self, e)
@@ -50,6 +53,7 @@ cdef class CallsSource(Source):
     @cython.locals(w=OpenWindow)
     cpdef apply(self, e, ts, f)
     cpdef _terminate(self, f, contact_id, ts)
+    cpdef prune(self, boundary)
     cpdef on_close(self, old, new)
 
 cdef class AgentsSource(Source):
