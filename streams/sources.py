@@ -9,7 +9,9 @@ partition order:
    close hooks (orphan sweep, ongoing agent intervals) and close the base windows before it;
 2. an event whose base window is closed is **late** (dead-lettered, never counted);
 3. an ``event_id`` already seen for the same entity is a **duplicate** (counted once);
-4. otherwise it updates the entity's facts and the partial KPI state of its base window.
+4. otherwise it updates the entity's facts and the partial KPI state of its base window: one
+   partial per *cell*, the dimension values the event counts in (``cellkey``), which stage 2
+   adds into each of them.
 
 Closed windows leave as partial messages for the merger (stage 2), which adds up the sources.
 

@@ -697,3 +697,29 @@ def test_a_prune_forgets_exactly_the_idle_entities_a_walk_of_every_fact_would(fa
     again = restored.shards[0][family]
     assert set(again.facts) == set(source.facts)
     assert sorted(again.by_last) == sorted((f["last"], key) for key, f in source.facts.items())
+
+
+def test_a_window_adds_up_cells_and_partials_sent_per_dimension_alike() -> None:
+    """Stage 1 sends one partial per cell (the dimensions an event counts in); an earlier version
+    sent one per dimension, and its pending messages may meet a new worker's in one window. Both
+    add up into each dimension: a source's cell counts in all its dimensions, a source's
+    per-dimension partials each in its own, and a dimension only one of them has stays apart."""
+    from streams.sources import cellkey
+
+    def part(offered: int, answered: int) -> dict[str, Any]:
+        return {"offered": offered, "answered": answered, "answered_within": [answered, answered]}
+
+    cell = cellkey(("all\t", "queue\tsales", "channel\tphone"))
+    merger = WindowMerger(MergeParams(60, (60,), (20, 30)), {"new", "old"})
+    merger.on_message({"source": "new", "window": 0, "closed": 60, "parts": {cell: part(3, 2)}, "firsts": []})
+    old = {"all\t": part(5, 4), "queue\tsales": part(1, 1), "queue\tbilling": part(4, 3), "channel\tphone": part(5, 4)}
+    merger.on_message({"source": "old", "window": 0, "closed": 60, "parts": old, "firsts": []})
+    finals = {fw.dimkey: fw.partial for fw in merger.finalize()}
+    assert set(finals) == {"all\t", "queue\tsales", "queue\tbilling", "channel\tphone"}
+    got = {k: (p.offered, p.answered, p.answered_within) for k, p in finals.items()}
+    assert got == {
+        "all\t": (8, 6, [6, 6]),
+        "queue\tsales": (4, 3, [3, 3]),
+        "queue\tbilling": (4, 3, [3, 3]),
+        "channel\tphone": (8, 6, [6, 6]),
+    }
