@@ -45,6 +45,7 @@ from streams.partial import KpiPartial, wait_bucket
 from streams.windows import closed_boundary, floor_to, is_late, split_by_window
 
 ALL = "all\t"
+_AGENT = "agent\t"  # the per-agent dimension: never part of a cell (an agent's cells would multiply)
 _DIM_CACHE_MAX = 65_536  # dimension combinations cached per source (a center: hundreds; surveys x agents more)
 
 # Per event, an enum member's value is read as ``member._value_`` (the attribute ``enum``
@@ -1007,27 +1008,26 @@ class SurveysSource(Source):
         w = self.window(ts)
         if w is None:
             return
-        dims, cell = self.cell(
-            (
-                ("queue", e.queue),
-                ("channel", e.channel._value_ if e.channel else None),
-                ("business_type", e.business_type),
-                ("agent", e.agent_id),
-            )
-        )
-        p = w.part(cell, self.n)
-        p.survey_responses += 1
-        if e.csat is not None:
-            p.csat_n += 1
-            p.csat_sum += e.csat
-            p.csat_top2 += e.csat >= 4
-        if e.nps is not None:
-            p.nps_n += 1
-            p.promoters += e.nps >= 9
-            p.detractors += e.nps <= 6
-        if e.ces is not None:
-            p.ces_n += 1
-            p.ces_sum += e.ces
+        channel = e.channel._value_ if e.channel else None
+        dims, cell = self.cell((("queue", e.queue), ("channel", channel), ("business_type", e.business_type)))
+        parts = [w.part(cell, self.n)]
+        if e.agent_id:  # the agent apart from the cell, as for calls: (cell, agent) pairs would multiply
+            agent = dimkey("agent", e.agent_id)
+            parts.append(w.part(agent, self.n))
+            dims = (*dims, agent)
+        for p in parts:
+            p.survey_responses += 1
+            if e.csat is not None:
+                p.csat_n += 1
+                p.csat_sum += e.csat
+                p.csat_top2 += e.csat >= 4
+            if e.nps is not None:
+                p.nps_n += 1
+                p.promoters += e.nps >= 9
+                p.detractors += e.nps <= 6
+            if e.ces is not None:
+                p.ces_n += 1
+                p.ces_sum += e.ces
         if e.csat is not None:
             w.pending.append([e.contact_id, e.csat, dims])
 
@@ -1054,7 +1054,11 @@ class SurveysSource(Source):
                 cf = calls.facts.get(contact_id)
                 if cf is not None and cf["ans_ts"] is not None and cf["ans_ts"] < end:
                     wait = cf["wait"]
-            w.part(cellkey(dims), self.n).add_csat_wait(wait_bucket(wait), csat)
+            bucket = wait_bucket(wait)
+            if dims[-1].startswith(_AGENT):  # the rated agent's own partial, the rest one cell
+                w.part(dims[-1], self.n).add_csat_wait(bucket, csat)
+                dims = dims[:-1]
+            w.part(cellkey(dims), self.n).add_csat_wait(bucket, csat)
         w.pending = []
 
 
